@@ -1,0 +1,66 @@
+"""Explicit, durable lifecycles for hosts and services.
+
+Declare a lifecycle as data, compile it once, and let the engine apply events to entities,
+recording every transition atomically with the new state.
+"""
+
+from fsm.clock import Clock, ManualClock, utc_now
+from fsm.context import Callback, EventContext, Guard
+from fsm.definition import Definition, StateSpec, TransitionSpec, load_definition
+from fsm.engine import Engine
+from fsm.errors import (
+    CallbackError,
+    DatabaseCorrupt,
+    DatabaseUnavailable,
+    DefinitionError,
+    DuplicateEntity,
+    EntityNotFound,
+    FsmError,
+    InvalidEvent,
+    StorageError,
+    UnknownLifecycle,
+    VersionConflict,
+)
+from fsm.events import BatchResult, Event, NewEntity, Outcome
+from fsm.lifecycle import Lifecycle
+from fsm.lifecycles import BUILTIN_NAMES, builtin_definition
+from fsm.verify import Violation
+from storage import EntityRow as Entity
+from storage import Store
+from storage import TransitionRow as Transition
+
+__all__ = [
+    "BUILTIN_NAMES",
+    "BatchResult",
+    "Callback",
+    "CallbackError",
+    "Clock",
+    "DatabaseCorrupt",
+    "DatabaseUnavailable",
+    "Definition",
+    "DefinitionError",
+    "DuplicateEntity",
+    "Engine",
+    "Entity",
+    "EntityNotFound",
+    "Event",
+    "EventContext",
+    "FsmError",
+    "Guard",
+    "InvalidEvent",
+    "Lifecycle",
+    "ManualClock",
+    "NewEntity",
+    "Outcome",
+    "StateSpec",
+    "StorageError",
+    "Store",
+    "Transition",
+    "TransitionSpec",
+    "UnknownLifecycle",
+    "VersionConflict",
+    "Violation",
+    "builtin_definition",
+    "load_definition",
+    "utc_now",
+]

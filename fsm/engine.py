@@ -1,0 +1,404 @@
+"""The engine: applies events to entities and persists every transition atomically.
+
+For each event the compiled lifecycle picks the destination; the new head of the entity
+(state, version + 1, state_entered_at, deadline) and the transition row are written in one
+database transaction, only if the entity is still at the version that was read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from fsm.clock import Clock, utc_now
+from fsm.context import EventContext
+from fsm.errors import CallbackError, FsmError, InvalidEvent, UnknownLifecycle
+from fsm.events import BatchResult, Event, NewEntity, Outcome
+from fsm.lifecycle import HookFailed, Lifecycle
+from fsm.lifecycles import builtin_lifecycles
+from fsm.redaction import redact
+from fsm.verify import Violation, verify_store
+from storage import (
+    EntityNotFound,
+    EntityRow,
+    EntityUpdate,
+    StateCount,
+    Store,
+    TransitionRow,
+    VersionConflict,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REFRESH_SECONDS = 30.0
+TransitionListener = Callable[[Sequence[TransitionRow]], None]
+
+
+class _Head:
+    """The working copy of one entity inside a batch; committed to the store at the end."""
+
+    __slots__ = (
+        "data",
+        "data_changed",
+        "deadline_at",
+        "definition_version",
+        "entered_at",
+        "next_refresh_at",
+        "row",
+        "seq",
+        "state",
+        "terminal",
+        "version",
+    )
+
+    def __init__(self, row: EntityRow) -> None:
+        self.row = row
+        self.state = row.state
+        self.version = row.version
+        self.seq = row.seq
+        self.entered_at = row.state_entered_at
+        self.deadline_at = row.deadline_at
+        self.next_refresh_at = row.next_refresh_at
+        self.terminal = row.terminal
+        self.definition_version = row.definition_version
+        self.data: dict[str, Any] = row.data
+        self.data_changed = False
+
+    def update(self, now: datetime) -> EntityUpdate:
+        return EntityUpdate(
+            id=self.row.id,
+            expected_version=self.row.version,
+            state=self.state,
+            terminal=self.terminal,
+            version=self.version,
+            seq=self.seq,
+            state_entered_at=self.entered_at,
+            deadline_at=self.deadline_at,
+            next_refresh_at=self.next_refresh_at,
+            updated_at=now,
+            definition_version=self.definition_version,
+            data=self.data if self.data_changed else None,
+        )
+
+
+def _check_json(value: Mapping[str, Any], what: str) -> None:
+    """Refuse what the database could not store, before anything is written."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise FsmError(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None:
+        raise FsmError(f"{what} must be timezone-aware, got {value!r}")
+    return value
+
+
+class Engine:
+    """Lifecycles + a store. Create entities, fire events, read state and history, verify."""
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        *,
+        lifecycles: Iterable[Lifecycle] = (),
+        clock: Clock = utc_now,
+        default_refresh: float = DEFAULT_REFRESH_SECONDS,
+        migrate: bool = True,
+    ) -> None:
+        self.store = store if isinstance(store, Store) else Store(store)
+        if migrate:
+            self.store.migrate()
+        self.clock = clock
+        self.default_refresh = timedelta(seconds=default_refresh)
+        self.lifecycles: dict[str, Lifecycle] = builtin_lifecycles()
+        for lifecycle in lifecycles:
+            self.register(lifecycle)
+        self._listeners: list[TransitionListener] = []
+        self._stored_versions: set[tuple[str, str]] = set()
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def register(self, lifecycle: Lifecycle) -> None:
+        """Add (or replace) a lifecycle; entities keep their history under the old version."""
+        self.lifecycles[lifecycle.name] = lifecycle
+
+    def lifecycle(self, name: str) -> Lifecycle:
+        try:
+            return self.lifecycles[name]
+        except KeyError:
+            raise UnknownLifecycle(name, sorted(self.lifecycles)) from None
+
+    def subscribe(self, listener: TransitionListener) -> None:
+        """Call `listener` with the transitions of every committed write (errors are logged)."""
+        self._listeners.append(listener)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _remember_definition(self, lifecycle: Lifecycle) -> None:
+        key = (lifecycle.name, lifecycle.version)
+        if key not in self._stored_versions:
+            body = lifecycle.definition.to_dict()
+            self.store.ensure_definition(lifecycle.name, lifecycle.version, body, self.clock())
+            self._stored_versions.add(key)
+
+    # -- creating ----------------------------------------------------------------------------
+
+    def create(
+        self,
+        lifecycle: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        parent_id: str | None = None,
+    ) -> EntityRow:
+        """Create one entity in its lifecycle's initial state."""
+        return self.create_many([NewEntity(lifecycle, data or {}, id, parent_id)])[0]
+
+    def create_many(self, items: Iterable[NewEntity]) -> list[EntityRow]:
+        """Create entities in one transaction: all of them, or (on any error) none."""
+        now = self.clock()
+        rows: list[EntityRow] = []
+        for item in items:
+            lifecycle = self.lifecycle(item.lifecycle)
+            self._remember_definition(lifecycle)
+            data = dict(item.data)
+            _check_json(data, "entity data")
+            entity_id = item.id if item.id is not None else uuid.uuid4().hex
+            if not isinstance(entity_id, str) or not entity_id or len(entity_id) > 200:
+                raise FsmError(
+                    f"entity id must be a non-empty string of at most 200 characters, "
+                    f"got {entity_id!r}"
+                )
+            state = lifecycle.initial
+            rows.append(
+                EntityRow(
+                    id=entity_id,
+                    lifecycle=lifecycle.name,
+                    definition_version=lifecycle.version,
+                    state=state,
+                    terminal=lifecycle.is_terminal(state),
+                    version=1,
+                    seq=0,
+                    state_entered_at=now,
+                    deadline_at=self._deadline(lifecycle, state, now, data),
+                    next_refresh_at=now,
+                    created_at=now,
+                    updated_at=now,
+                    data=data,
+                    parent_id=item.parent_id,
+                )
+            )
+        with self.store.transaction() as uow:
+            uow.insert_entities(rows)
+        return rows
+
+    # -- applying events ---------------------------------------------------------------------
+
+    def fire(
+        self,
+        entity_id: str,
+        event: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        source: str = "user",
+        observed_at: datetime | None = None,
+        expected_version: int | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        """Apply one event and commit. Raises the typed error instead of returning it."""
+        outcome = self.apply(
+            [Event(entity_id, event, payload, source, observed_at, expected_version, data)]
+        ).outcomes[0]
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome
+
+    def apply(self, events: Sequence[Event]) -> BatchResult:
+        """Apply many events in one transaction, isolating failures per event.
+
+        An event that is invalid, conflicts, or whose guard or callback raises is reported in
+        its outcome and leaves its entity as the previous events left it; the others commit.
+        A database failure raises and commits nothing.
+        """
+        if not events:
+            return BatchResult(())
+        now = self.clock()
+        outcomes: list[Outcome] = []
+        transitions: list[TransitionRow] = []
+        with self.store.transaction() as uow:
+            rows = uow.lock_entities(e.entity_id for e in events)
+            heads: dict[str, _Head] = {}
+            for event in events:
+                head = heads.get(event.entity_id)
+                if head is None:
+                    row = rows.get(event.entity_id)
+                    if row is None:
+                        outcomes.append(Outcome(event, error=EntityNotFound(event.entity_id)))
+                        continue
+                    head = heads[event.entity_id] = _Head(row)
+                try:
+                    transition = self._step(head, event, now)
+                except (FsmError, VersionConflict) as exc:
+                    outcomes.append(Outcome(event, head.state, head.version, error=exc))
+                    continue
+                if transition is not None:
+                    transitions.append(transition)
+                outcomes.append(Outcome(event, head.state, head.version, transition))
+            changed = [h.update(now) for h in heads.values() if h.version != h.row.version]
+            uow.write(changed, transitions)
+        if transitions:
+            self._publish(transitions)
+        return BatchResult(tuple(outcomes))
+
+    def _step(self, head: _Head, event: Event, now: datetime) -> TransitionRow | None:
+        """Decide and stage one event on `head`; raise (leaving `head` untouched) if it fails."""
+        row = head.row
+        if event.expected_version is not None and event.expected_version != head.version:
+            raise VersionConflict(row.id, event.expected_version, head.version)
+        lifecycle = self.lifecycle(row.lifecycle)
+        state = head.state
+        candidates = lifecycle.candidates(state, event.name)
+        if candidates is None:
+            raise InvalidEvent(row.id, row.lifecycle, state, event.name, lifecycle.allowed[state])
+        payload = event.payload or {}
+        if payload:
+            _check_json(payload, f"payload of {event.name!r}")
+        if event.data:
+            _check_json(event.data, f"data of {event.name!r}")
+        observed = _aware(event.observed_at, "observed_at") if event.observed_at else now
+
+        def context() -> EventContext:
+            return EventContext(
+                row.id,
+                row.lifecycle,
+                state,
+                head.data,
+                head.entered_at,
+                head.deadline_at,
+                event.name,
+                payload,
+                observed,
+            )
+
+        try:
+            chosen = lifecycle.choose(state, event.name, context)
+            dest = state if chosen is None else chosen.dest
+            if chosen is not None and dest != state:
+                ctx = context()
+                for name, callback in chosen.callbacks:
+                    try:
+                        callback(ctx, dest)
+                    except Exception as exc:
+                        raise HookFailed(name, exc) from exc
+        except HookFailed as failed:
+            raise CallbackError(row.id, event.name, failed.name, failed.cause) from failed.cause
+
+        if event.data:
+            merged = {**head.data, **event.data}
+            if merged != head.data:
+                head.data = merged
+                head.data_changed = True
+                if dest == state:
+                    head.version += 1
+        if dest == state:
+            return None
+        self._remember_definition(lifecycle)
+        entered = observed if observed > head.entered_at else head.entered_at
+        head.seq += 1
+        head.version += 1
+        head.state = dest
+        head.entered_at = entered
+        head.terminal = dest in lifecycle.terminal
+        head.deadline_at = self._deadline(lifecycle, dest, entered, head.data)
+        head.next_refresh_at = None if head.terminal else self._next_refresh(lifecycle, dest, now)
+        head.definition_version = lifecycle.version
+        return TransitionRow(
+            entity_id=row.id,
+            seq=head.seq,
+            from_state=state,
+            to_state=dest,
+            event=event.name,
+            source=event.source,
+            payload=redact(payload) if payload else {},
+            observed_at=observed,
+            recorded_at=now,
+            definition_version=lifecycle.version,
+        )
+
+    def _deadline(
+        self, lifecycle: Lifecycle, state: str, entered: datetime, data: Mapping[str, Any]
+    ) -> datetime | None:
+        limit = lifecycle.states[state].time_limit
+        overrides = data.get("time_limits")
+        if isinstance(overrides, Mapping):
+            custom = overrides.get(state)
+            if isinstance(custom, (int, float)) and not isinstance(custom, bool) and custom > 0:
+                limit = float(custom)
+        return None if limit is None else entered + timedelta(seconds=limit)
+
+    def _next_refresh(self, lifecycle: Lifecycle, state: str, now: datetime) -> datetime:
+        every = lifecycle.states[state].refresh
+        return now + (timedelta(seconds=every) if every is not None else self.default_refresh)
+
+    def _publish(self, transitions: Sequence[TransitionRow]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(transitions)
+            except Exception:
+                log.exception("transition listener %r failed", listener)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, entity_id: str) -> EntityRow:
+        row = self.store.get_entity(entity_id)
+        if row is None:
+            raise EntityNotFound(entity_id)
+        return row
+
+    def list_entities(
+        self,
+        *,
+        lifecycle: str | None = None,
+        state: str | None = None,
+        parent_id: str | None = None,
+        limit: int | None = None,
+        after_id: str | None = None,
+    ) -> list[EntityRow]:
+        return self.store.list_entities(
+            lifecycle=lifecycle, state=state, parent_id=parent_id, limit=limit, after_id=after_id
+        )
+
+    def history(self, entity_id: str) -> list[TransitionRow]:
+        """The entity's transitions in order (raises `EntityNotFound` for an unknown id)."""
+        self.get(entity_id)
+        return self.store.history(entity_id)
+
+    def counts(self) -> list[StateCount]:
+        return self.store.count_by_state()
+
+    def state_at(self, entity_id: str, when: datetime) -> str | None:
+        """The entity's state at `when` (None before it was created)."""
+        _aware(when, "when")
+        entity = self.get(entity_id)
+        if when < entity.created_at:
+            return None
+        history = self.store.history(entity_id)
+        state = history[0].from_state if history else entity.state
+        effective = entity.created_at
+        for t in history:
+            effective = max(effective, t.observed_at)
+            if effective > when:
+                break
+            state = t.to_state
+        return state
+
+    def verify(self) -> list[Violation]:
+        """Replay every entity's history through the definition version it names."""
+        return verify_store(self.store, self.lifecycles)

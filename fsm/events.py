@@ -1,0 +1,74 @@
+"""What callers hand the engine (events, new entities) and what they get back (outcomes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from storage.records import TransitionRow
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to an entity: a backend observation, a command, a timer.
+
+    `data` is merged into the entity's data when the event is applied (e.g. a job id);
+    `expected_version`, when given, makes the write conditional on the entity being at it.
+    """
+
+    entity_id: str
+    name: str
+    payload: Mapping[str, Any] | None = None
+    source: str = "user"
+    observed_at: datetime | None = None
+    expected_version: int | None = None
+    data: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntity:
+    """An entity to create in its lifecycle's initial state."""
+
+    lifecycle: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    parent_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one event did: the transition it recorded (None if the state was kept) or its error."""
+
+    event: Event
+    state: str | None = None
+    version: int | None = None
+    transition: TransitionRow | None = None
+    error: Exception | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def changed(self) -> bool:
+        return self.transition is not None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """Per-event outcomes of one batch, in the order the events were given."""
+
+    outcomes: tuple[Outcome, ...]
+
+    @property
+    def transitions(self) -> list[TransitionRow]:
+        return [o.transition for o in self.outcomes if o.transition is not None]
+
+    @property
+    def errors(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.error is not None]
+
+    def __len__(self) -> int:
+        return len(self.outcomes)

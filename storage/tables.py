@@ -1,0 +1,100 @@
+"""The schema, as SQLModel tables. Only `storage.store` writes to them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, PrimaryKeyConstraint
+from sqlmodel import Field, SQLModel
+
+from storage.types import UtcDateTime
+
+
+def _time(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(
+        default=None,
+        sa_column_kwargs={},
+        sa_type=UtcDateTime,
+        nullable=nullable,
+        index=index,
+    )
+
+
+class LifecycleDefinitionTable(SQLModel, table=True):
+    """Every definition version that ever produced a transition, so `verify` can replay old rows."""
+
+    __tablename__ = "lifecycle_definition"
+
+    name: str = Field(primary_key=True, max_length=200)
+    version: str = Field(primary_key=True, max_length=64)
+    body: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _time()
+
+
+class EntityTable(SQLModel, table=True):
+    """One host, service or operation: its current state and what drives it."""
+
+    __tablename__ = "entity"
+    __table_args__ = (
+        Index("ix_entity_lifecycle_state", "lifecycle", "state"),
+        Index("ix_entity_next_refresh_at", "next_refresh_at"),
+        Index("ix_entity_deadline_at", "deadline_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=200)
+    lifecycle: str = Field(max_length=200)
+    definition_version: str = Field(max_length=64)
+    state: str = Field(max_length=200)
+    terminal: bool = Field(default=False)
+    version: int = Field(default=1)
+    seq: int = Field(default=0)
+    state_entered_at: datetime = _time()
+    deadline_at: datetime | None = _time(nullable=True)
+    next_refresh_at: datetime | None = _time(nullable=True)
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_expires_at: datetime | None = _time(nullable=True)
+    observation_failures: int = Field(default=0)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    parent_id: str | None = Field(default=None, foreign_key="entity.id", index=True)
+
+
+class TransitionTable(SQLModel, table=True):
+    """One recorded change of state; (entity_id, seq) runs 1..n without gaps."""
+
+    __tablename__ = "transition"
+    __table_args__ = (PrimaryKeyConstraint("entity_id", "seq"),)
+
+    entity_id: str = Field(foreign_key="entity.id", max_length=200)
+    seq: int
+    from_state: str = Field(max_length=200)
+    to_state: str = Field(max_length=200)
+    event: str = Field(max_length=200)
+    source: str = Field(max_length=200)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    observed_at: datetime = _time()
+    recorded_at: datetime = _time()
+    definition_version: str = Field(max_length=64)
+
+
+class ScheduledCommandTable(SQLModel, table=True):
+    """A command due at a given time (e.g. `stop(delay=60)`), executed exactly once."""
+
+    __tablename__ = "scheduled_command"
+
+    id: int | None = Field(default=None, primary_key=True)
+    entity_id: str = Field(foreign_key="entity.id", index=True, max_length=200)
+    command: str = Field(max_length=200)
+    arguments: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    due_at: datetime = _time(index=True)
+    created_at: datetime = _time()
+    done_at: datetime | None = _time(nullable=True)
+    outcome: str | None = Field(default=None, max_length=2000)
+
+
+entity_table = EntityTable.__table__  # type: ignore[attr-defined]
+transition_table = TransitionTable.__table__  # type: ignore[attr-defined]
+definition_table = LifecycleDefinitionTable.__table__  # type: ignore[attr-defined]
+scheduled_command_table = ScheduledCommandTable.__table__  # type: ignore[attr-defined]
