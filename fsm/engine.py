@@ -168,7 +168,7 @@ class Engine:
         for item in items:
             lifecycle = self.lifecycle(item.lifecycle)
             self._remember_definition(lifecycle)
-            data = dict(item.data)
+            data = dict(item.data or {})
             _check_json(data, "entity data")
             entity_id = item.id if item.id is not None else uuid.uuid4().hex
             if not isinstance(entity_id, str) or not entity_id or len(entity_id) > 200:
@@ -290,7 +290,7 @@ class Engine:
         try:
             chosen = lifecycle.choose(state, event.name, context)
             dest = state if chosen is None else chosen.dest
-            if chosen is not None and dest != state:
+            if chosen is not None and chosen.callbacks and dest != state:
                 ctx = context()
                 for name, callback in chosen.callbacks:
                     try:

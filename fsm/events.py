@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from storage.records import TransitionRow
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """Something that happened to an entity: a backend observation, a command, a timer.
 
     `data` is merged into the entity's data when the event is applied (e.g. a job id);
@@ -27,18 +26,16 @@ class Event:
     data: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NewEntity:
+class NewEntity(NamedTuple):
     """An entity to create in its lifecycle's initial state."""
 
     lifecycle: str
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] | None = None
     id: str | None = None
     parent_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What one event did: the transition it recorded (None if the state was kept) or its error."""
 
     event: Event

@@ -1,14 +1,16 @@
-"""Plain records passed between the engine and the store (the store knows no lifecycle rules)."""
+"""Plain records passed between the engine and the store (the store knows no lifecycle rules).
+
+Named tuples, not dataclasses: immutable, typed, and several times cheaper to build, which
+matters on a path that creates one per event.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(slots=True, frozen=True)
-class EntityRow:
+class EntityRow(NamedTuple):
     """An entity as stored."""
 
     id: str
@@ -26,12 +28,11 @@ class EntityRow:
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     observation_failures: int = 0
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = {}
     parent_id: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
-class TransitionRow:
+class TransitionRow(NamedTuple):
     """One recorded transition."""
 
     entity_id: str
@@ -46,8 +47,7 @@ class TransitionRow:
     definition_version: str
 
 
-@dataclass(slots=True, frozen=True)
-class EntityUpdate:
+class EntityUpdate(NamedTuple):
     """The new head of an entity, written only if it is still at `expected_version`."""
 
     id: str
@@ -64,10 +64,9 @@ class EntityUpdate:
     data: dict[str, Any] | None = None  # None: leave the stored data as it is
 
 
-@dataclass(slots=True, frozen=True)
-class StateCount:
+class StateCount(NamedTuple):
     """How many entities of a lifecycle are in a state."""
 
     lifecycle: str
     state: str
-    count: int
+    total: int

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from storage.codec import codec_for
 from storage.database import open_engine, redacted, resolve_url, translate, translated
 from storage.errors import DuplicateEntity, StorageError, VersionConflict
 from storage.records import EntityRow, EntityUpdate, StateCount, TransitionRow
@@ -20,28 +20,28 @@ _LOCK_CHUNK = 500
 
 _ENTITY_COLUMNS = [c.name for c in entity_table.columns]
 _TRANSITION_COLUMNS = [c.name for c in transition_table.columns]
-
-_HEAD_VALUES: dict[str, Any] = {
-    "state": bindparam("u_state"),
-    "terminal": bindparam("u_terminal"),
-    "version": bindparam("u_version"),
-    "seq": bindparam("u_seq"),
-    "state_entered_at": bindparam("u_state_entered_at"),
-    "deadline_at": bindparam("u_deadline_at"),
-    "next_refresh_at": bindparam("u_next_refresh_at"),
-    "updated_at": bindparam("u_updated_at"),
-    "definition_version": bindparam("u_definition_version"),
-}
-_HEAD_WHERE = and_(
-    entity_table.c.id == bindparam("u_id"),
-    entity_table.c.version == bindparam("u_expected_version"),
+_ENTITY_TIMES = frozenset(
+    (
+        "state_entered_at",
+        "deadline_at",
+        "next_refresh_at",
+        "created_at",
+        "updated_at",
+        "lease_expires_at",
+    )
 )
-_UPDATE_HEAD = update(entity_table).where(_HEAD_WHERE).values(**_HEAD_VALUES)
-_UPDATE_HEAD_AND_DATA = (
-    update(entity_table).where(_HEAD_WHERE).values(**_HEAD_VALUES, data=bindparam("u_data"))
+_TRANSITION_TIMES = frozenset(("observed_at", "recorded_at"))
+_HEAD_COLUMNS = (
+    "state",
+    "terminal",
+    "version",
+    "seq",
+    "state_entered_at",
+    "deadline_at",
+    "next_refresh_at",
+    "updated_at",
+    "definition_version",
 )
-_INSERT_TRANSITION = insert(transition_table)
-_INSERT_ENTITY = insert(entity_table)
 
 
 def _entity(row: Row[Any]) -> EntityRow:
@@ -52,30 +52,124 @@ def _transition(row: Row[Any]) -> TransitionRow:
     return TransitionRow(**row._mapping)
 
 
-def _update_params(u: EntityUpdate) -> dict[str, Any]:
-    params = {
-        "u_id": u.id,
-        "u_expected_version": u.expected_version,
-        "u_state": u.state,
-        "u_terminal": u.terminal,
-        "u_version": u.version,
-        "u_seq": u.seq,
-        "u_state_entered_at": u.state_entered_at,
-        "u_deadline_at": u.deadline_at,
-        "u_next_refresh_at": u.next_refresh_at,
-        "u_updated_at": u.updated_at,
-        "u_definition_version": u.definition_version,
-    }
-    if u.data is not None:
-        params["u_data"] = u.data
-    return params
+class _HotSql:
+    """Hand-written SQL for the per-event hot path, with positional parameters.
+
+    SQLAlchemy Core's per-row parameter processing cost more than the database work itself
+    (measured: ~90 of ~190 µs per event); these statements take values already converted to
+    the driver's form by a `Codec`. Every identifier comes from our own table metadata.
+    """
+
+    def __init__(self, dialect: str) -> None:
+        self.codec = codec_for(dialect)
+        self.sqlite = dialect == "sqlite"
+        ph = self.codec.placeholder
+        columns = ", ".join(_ENTITY_COLUMNS)
+        self.select_entities = f"SELECT {columns} FROM entity WHERE "
+        head = ", ".join(f"{c} = {ph}" for c in _HEAD_COLUMNS)
+        where = f" WHERE id = {ph} AND version = {ph}"
+        self.update_head = f"UPDATE entity SET {head}{where}"
+        self.update_head_and_data = f"UPDATE entity SET {head}, data = {ph}{where}"
+        self.insert_transition = self._insert("transition", _TRANSITION_COLUMNS)
+        self.insert_entity = self._insert("entity", _ENTITY_COLUMNS)
+
+    def _insert(self, table: str, columns: list[str]) -> str:
+        names = ", ".join(columns)
+        values = ", ".join(self.codec.placeholder for _ in columns)
+        return f"INSERT INTO {table} ({names}) VALUES ({values})"
+
+    def select_by_ids(self, count: int, *, lock: bool) -> tuple[str, bool]:
+        """The SELECT for `count` ids, and whether the ids go in as one array parameter."""
+        if self.sqlite:
+            return f"{self.select_entities}id IN ({', '.join('?' * count)})", False
+        suffix = " ORDER BY id FOR UPDATE" if lock else ""
+        return f"{self.select_entities}id = ANY(%s){suffix}", True
+
+    def entity_from(self, values: Sequence[Any]) -> EntityRow:
+        c = self.codec
+        t = c.time_in
+        return EntityRow(
+            values[0],
+            values[1],
+            values[2],
+            values[3],
+            bool(values[4]),
+            values[5],
+            values[6],
+            t(values[7]),
+            t(values[8]),
+            t(values[9]),
+            t(values[10]),
+            t(values[11]),
+            values[12],
+            t(values[13]),
+            values[14],
+            c.json_in(values[15]),
+            values[16],
+        )
+
+    def entity_params(self, row: EntityRow) -> tuple[Any, ...]:
+        out = self.codec.time_out
+        return (
+            row.id,
+            row.lifecycle,
+            row.definition_version,
+            row.state,
+            row.terminal,
+            row.version,
+            row.seq,
+            out(row.state_entered_at),
+            out(row.deadline_at),
+            out(row.next_refresh_at),
+            out(row.created_at),
+            out(row.updated_at),
+            row.lease_owner,
+            out(row.lease_expires_at),
+            row.observation_failures,
+            self.codec.json_out(row.data),
+            row.parent_id,
+        )
+
+    def transition_params(self, t: TransitionRow) -> tuple[Any, ...]:
+        out = self.codec.time_out
+        payload = self.codec.json_out(t.payload) if t.payload else "{}"
+        return (
+            t.entity_id,
+            t.seq,
+            t.from_state,
+            t.to_state,
+            t.event,
+            t.source,
+            payload,
+            out(t.observed_at),
+            out(t.recorded_at),
+            t.definition_version,
+        )
+
+    def update_params(self, u: EntityUpdate) -> tuple[Any, ...]:
+        out = self.codec.time_out
+        head = (
+            u.state,
+            u.terminal,
+            u.version,
+            u.seq,
+            out(u.state_entered_at),
+            out(u.deadline_at),
+            out(u.next_refresh_at),
+            out(u.updated_at),
+            u.definition_version,
+        )
+        if u.data is not None:
+            return (*head, self.codec.json_out(u.data), u.id, u.expected_version)
+        return (*head, u.id, u.expected_version)
 
 
 class UnitOfWork:
     """Writes inside one database transaction; see `Store.transaction`."""
 
-    def __init__(self, connection: Connection, *, lock_rows: bool) -> None:
+    def __init__(self, connection: Connection, hot: _HotSql, *, lock_rows: bool) -> None:
         self._conn = connection
+        self._hot = hot
         self._lock_rows = lock_rows
 
     @property
@@ -84,19 +178,21 @@ class UnitOfWork:
 
     def insert_entities(self, rows: Sequence[EntityRow]) -> None:
         if rows:
-            self._conn.execute(_INSERT_ENTITY, [asdict(r) for r in rows])
+            params = [self._hot.entity_params(r) for r in rows]
+            self._conn.exec_driver_sql(self._hot.insert_entity, params)
 
     def lock_entities(self, ids: Iterable[str]) -> dict[str, EntityRow]:
         """Read the given entities and, where the database can, lock them until commit."""
         wanted = list(dict.fromkeys(ids))
         found: dict[str, EntityRow] = {}
+        hot = self._hot
         for start in range(0, len(wanted), _LOCK_CHUNK):
             chunk = wanted[start : start + _LOCK_CHUNK]
-            query = select(entity_table).where(entity_table.c.id.in_(chunk))
-            if self._lock_rows:
-                query = query.with_for_update()
-            for row in self._conn.execute(query):
-                found[row.id] = _entity(row)
+            sql, as_array = hot.select_by_ids(len(chunk), lock=self._lock_rows)
+            params: Any = (chunk,) if as_array else tuple(chunk)
+            for values in self._conn.exec_driver_sql(sql, params):
+                row = hot.entity_from(values)
+                found[row.id] = row
         return found
 
     def write(self, updates: Sequence[EntityUpdate], transitions: Sequence[TransitionRow]) -> None:
@@ -105,34 +201,34 @@ class UnitOfWork:
         Every update must still match its expected version, else `VersionConflict`
         and the caller's transaction is rolled back.
         """
-        plain = [_update_params(u) for u in updates if u.data is None]
-        with_data = [_update_params(u) for u in updates if u.data is not None]
-        for statement, params in ((_UPDATE_HEAD, plain), (_UPDATE_HEAD_AND_DATA, with_data)):
-            if not params:
+        hot = self._hot
+        plain = [u for u in updates if u.data is None]
+        with_data = [u for u in updates if u.data is not None]
+        for sql, group in ((hot.update_head, plain), (hot.update_head_and_data, with_data)):
+            if not group:
                 continue
-            if len(params) == 1:
-                result = self._conn.execute(statement, params[0])
-                matched = result.rowcount
-            else:
-                result = self._conn.execute(statement, params)
-                matched = result.rowcount
+            params = [hot.update_params(u) for u in group]
+            arg: Any = params[0] if len(params) == 1 else params
+            matched = self._conn.exec_driver_sql(sql, arg).rowcount
             if matched != len(params):
-                self._raise_conflict(params)
+                self._raise_conflict(group)
         if transitions:
-            self._conn.execute(_INSERT_TRANSITION, [asdict(t) for t in transitions])
+            rows = [hot.transition_params(t) for t in transitions]
+            self._conn.exec_driver_sql(hot.insert_transition, rows)
 
-    def _raise_conflict(self, params: list[dict[str, Any]]) -> None:
-        ids = [p["u_id"] for p in params]
+    def _raise_conflict(self, updates: Sequence[EntityUpdate]) -> None:
         current = {
             row.id: row.version
             for row in self._conn.execute(
-                select(entity_table.c.id, entity_table.c.version).where(entity_table.c.id.in_(ids))
+                select(entity_table.c.id, entity_table.c.version).where(
+                    entity_table.c.id.in_([u.id for u in updates])
+                )
             )
         }
-        for p in params:
-            actual = current.get(p["u_id"])
-            if actual != p["u_version"]:
-                raise VersionConflict(p["u_id"], p["u_expected_version"], actual)
+        for u in updates:
+            actual = current.get(u.id)
+            if actual != u.version:
+                raise VersionConflict(u.id, u.expected_version, actual)
         raise StorageError("an update matched fewer rows than expected")
 
 
@@ -143,6 +239,7 @@ class Store:
         self.url = resolve_url(url)
         self.engine = open_engine(self.url)
         self.dialect = self.engine.dialect.name
+        self._hot = _HotSql(self.dialect)
 
     def __repr__(self) -> str:
         return f"Store({redacted(self.url)!r})"
@@ -161,7 +258,7 @@ class Store:
         """One database transaction: committed when the block ends, rolled back if it raises."""
         try:
             with self.engine.begin() as conn:
-                yield UnitOfWork(conn, lock_rows=self.dialect != "sqlite")
+                yield UnitOfWork(conn, self._hot, lock_rows=self.dialect != "sqlite")
         except IntegrityError as exc:
             duplicate = _duplicate_id(exc)
             if duplicate is not None:

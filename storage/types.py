@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import String
@@ -17,6 +18,7 @@ def to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+@lru_cache(maxsize=256)
 def sqlite_time(value: datetime) -> str:
     """The text form kept in SQLite: fixed width, so text order is time order."""
     return to_utc(value).isoformat(timespec="microseconds")
