@@ -29,6 +29,7 @@ from storage import (
     StateCount,
     Store,
     TransitionRow,
+    UnitOfWork,
     VersionConflict,
 )
 
@@ -141,12 +142,13 @@ class Engine:
     def close(self) -> None:
         self.store.close()
 
-    def _remember_definition(self, lifecycle: Lifecycle) -> None:
-        key = (lifecycle.name, lifecycle.version)
-        if key not in self._stored_versions:
-            body = lifecycle.definition.to_dict()
-            self.store.ensure_definition(lifecycle.name, lifecycle.version, body, self.clock())
-            self._stored_versions.add(key)
+    def _store_definitions(self, uow: UnitOfWork, used: Iterable[Lifecycle], now: datetime) -> None:
+        """Record, in the caller's transaction, the definition versions its rows name."""
+        for lifecycle in used:
+            key = (lifecycle.name, lifecycle.version)
+            if key not in self._stored_versions:
+                body = lifecycle.definition.to_dict()
+                uow.ensure_definition(lifecycle.name, lifecycle.version, body, now)
 
     # -- creating ----------------------------------------------------------------------------
 
@@ -165,9 +167,9 @@ class Engine:
         """Create entities in one transaction: all of them, or (on any error) none."""
         now = self.clock()
         rows: list[EntityRow] = []
+        used: dict[str, Lifecycle] = {}
         for item in items:
-            lifecycle = self.lifecycle(item.lifecycle)
-            self._remember_definition(lifecycle)
+            lifecycle = used[item.lifecycle] = self.lifecycle(item.lifecycle)
             data = dict(item.data or {})
             _check_json(data, "entity data")
             entity_id = item.id if item.id is not None else uuid.uuid4().hex
@@ -196,7 +198,9 @@ class Engine:
                 )
             )
         with self.store.transaction() as uow:
+            self._store_definitions(uow, used.values(), now)
             uow.insert_entities(rows)
+        self._stored_versions.update((lc.name, lc.version) for lc in used.values())
         return rows
 
     # -- applying events ---------------------------------------------------------------------
@@ -252,7 +256,10 @@ class Engine:
                     transitions.append(transition)
                 outcomes.append(Outcome(event, head.state, head.version, transition))
             changed = [h.update(now) for h in heads.values() if h.version != h.row.version]
+            used = {self.lifecycles[h.row.lifecycle] for h in heads.values() if h.seq != h.row.seq}
+            self._store_definitions(uow, used, now)
             uow.write(changed, transitions)
+        self._stored_versions.update((lc.name, lc.version) for lc in used)
         if transitions:
             self._publish(transitions)
         return BatchResult(tuple(outcomes))
@@ -309,7 +316,6 @@ class Engine:
                     head.version += 1
         if dest == state:
             return None
-        self._remember_definition(lifecycle)
         entered = observed if observed > head.entered_at else head.entered_at
         head.seq += 1
         head.version += 1

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -71,6 +71,16 @@ def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
         cursor.close()
 
 
+READ_ONLY = "fsm_read_only"
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Writers take the write lock up front (no deadlock-prone lock upgrades); readers take a
+    # deferred snapshot so that `fsm status` never blocks a running worker.
+    read_only = conn.get_execution_options().get(READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
 def open_engine(url: str) -> Engine:
     """An SQLAlchemy engine for `url`, with the project's settings for its dialect."""
     parsed = make_url(url)
@@ -86,7 +96,7 @@ def open_engine(url: str) -> Engine:
             else:
                 engine = create_engine(url, connect_args={"check_same_thread": False})
             event.listen(engine, "connect", _sqlite_on_connect)
-            event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            event.listen(engine, "begin", _sqlite_begin)
             return engine
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
     except (ArgumentError, NoSuchModuleError) as exc:

@@ -7,11 +7,13 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import Connection, Row, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import SQLAlchemyError
 
 from storage.codec import codec_for
-from storage.database import open_engine, redacted, resolve_url, translate, translated
+from storage.database import READ_ONLY, open_engine, redacted, resolve_url, translate, translated
 from storage.errors import DuplicateEntity, StorageError, VersionConflict
 from storage.records import EntityRow, EntityUpdate, StateCount, TransitionRow
 from storage.tables import definition_table, entity_table, transition_table
@@ -177,9 +179,37 @@ class UnitOfWork:
         return self._conn
 
     def insert_entities(self, rows: Sequence[EntityRow]) -> None:
+        """Insert new entities; `DuplicateEntity` names an id that is taken (or repeated)."""
+        seen: set[str] = set()
+        for row in rows:
+            if row.id in seen:
+                raise DuplicateEntity(row.id)
+            seen.add(row.id)
+        taken = self._existing(list(seen))
+        if taken:
+            raise DuplicateEntity(min(taken))
         if rows:
             params = [self._hot.entity_params(r) for r in rows]
             self._conn.exec_driver_sql(self._hot.insert_entity, params)
+
+    def ensure_definition(
+        self, name: str, version: str, body: dict[str, Any], now: datetime
+    ) -> None:
+        """Remember a definition version in this transaction, so rows written with it can be
+        replayed later. Concurrent writers of the same version are harmless: same content."""
+        insert_fn = sqlite_insert if self._hot.sqlite else pg_insert
+        statement = insert_fn(definition_table).on_conflict_do_nothing()
+        self._conn.execute(
+            statement, {"name": name, "version": version, "body": body, "created_at": now}
+        )
+
+    def _existing(self, ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(ids), _LOCK_CHUNK):
+            chunk = ids[start : start + _LOCK_CHUNK]
+            query = select(entity_table.c.id).where(entity_table.c.id.in_(chunk))
+            found.update(self._conn.execute(query).scalars())
+        return found
 
     def lock_entities(self, ids: Iterable[str]) -> dict[str, EntityRow]:
         """Read the given entities and, where the database can, lock them until commit."""
@@ -259,18 +289,13 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 yield UnitOfWork(conn, self._hot, lock_rows=self.dialect != "sqlite")
-        except IntegrityError as exc:
-            duplicate = _duplicate_id(exc)
-            if duplicate is not None:
-                raise DuplicateEntity(duplicate) from exc
-            raise translate(exc, self.url) from exc
         except SQLAlchemyError as exc:
             raise translate(exc, self.url) from exc
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         with translated(self.url), self.engine.connect() as conn:
-            yield conn
+            yield conn.execution_options(**{READ_ONLY: True})
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -337,40 +362,7 @@ class Store:
 
     # -- definitions -------------------------------------------------------------------------
 
-    def ensure_definition(
-        self, name: str, version: str, body: dict[str, Any], now: datetime
-    ) -> None:
-        """Remember a definition version, so history written with it can be replayed later."""
-        exists = select(definition_table.c.version).where(
-            definition_table.c.name == name, definition_table.c.version == version
-        )
-        try:
-            with self.engine.begin() as conn:
-                if conn.execute(exists).first() is None:
-                    conn.execute(
-                        insert(definition_table),
-                        {"name": name, "version": version, "body": body, "created_at": now},
-                    )
-        except IntegrityError:
-            return  # another process stored the same version first: same content by construction
-        except SQLAlchemyError as exc:
-            raise translate(exc, self.url) from exc
-
     def definitions(self) -> dict[tuple[str, str], dict[str, Any]]:
         with self.reading() as conn:
             rows = conn.execute(select(definition_table))
             return {(r.name, r.version): dict(r.body) for r in rows}
-
-
-def _duplicate_id(exc: IntegrityError) -> str | None:
-    """The entity id named by a duplicate-key error on the entity table, if that is what it is."""
-    params = exc.params
-    text = str(exc.orig)
-    if "entity.id" not in text and "entity_pkey" not in text:
-        return None
-    if isinstance(params, dict):
-        value = params.get("id")
-        return str(value) if value is not None else None
-    if isinstance(params, (list, tuple)) and params and isinstance(params[0], dict):
-        return str(params[0].get("id"))
-    return "?"

@@ -87,3 +87,21 @@ def engine(db_url: str, clock: ManualClock) -> Iterator[Engine]:
     eng = Engine(db_url, clock=clock)
     yield eng
     eng.close()
+
+
+_pg_results: dict[str, int] = {"passed": 0, "failed": 0, "skipped": 0}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count PostgreSQL tests, so CI output shows that they ran rather than skipped."""
+    if "postgres" not in report.keywords:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        _pg_results[report.outcome] = _pg_results.get(report.outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    r = _pg_results
+    terminalreporter.write_line(
+        f"PostgreSQL tests: {r['passed']} passed, {r['failed']} failed, {r['skipped']} skipped"
+    )

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs and starts what the tests talk to for real. Idempotent; safe to run by hand as root.
+set -euo pipefail
+
+need_apt=()
+command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "components: installing ${need_apt[*]} from Debian" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# PostgreSQL: the machine runs one on 127.0.0.1:5432; start it if it stopped.
+pg_ready() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
+if ! pg_ready && command -v pg_ctlcluster >/dev/null 2>&1; then
+    version=$(ls /etc/postgresql 2>/dev/null | head -n1)
+    [ -n "$version" ] && pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 30); do pg_ready && break; sleep 1; done
+fi
+if pg_ready; then
+    echo "components: PostgreSQL is up on 127.0.0.1:5432" >&2
+elif [ "${CI:-}" = "true" ]; then
+    echo "components: PostgreSQL is not reachable on 127.0.0.1:5432 and CI needs it" >&2
+    exit 1
+else
+    echo "components: PostgreSQL is not reachable; its tests will be skipped" >&2
+fi
