@@ -290,5 +290,5 @@ def test_naive_times_are_refused(engine: Engine) -> None:
 
     s = engine.create("service")
     with pytest.raises(FsmError, match="timezone"):
-        engine.fire(s.id, "job_pending", observed_at=datetime(2026, 1, 1))  # noqa: DTZ001
+        engine.fire(s.id, "job_pending", observed_at=datetime(2026, 1, 1))
     assert engine.get(s.id).version == 1

@@ -22,7 +22,7 @@ def test_sqlite_file_is_created_private(tmp_path: Path) -> None:
 
 
 def test_unreachable_server_is_a_typed_error() -> None:
-    with pytest.raises(DatabaseUnavailable, match="127.0.0.1"):
+    with pytest.raises(DatabaseUnavailable, match=r"127\.0\.0\.1"):
         Engine("postgresql://nobody@127.0.0.1:1/nothing")
 
 
