@@ -100,6 +100,50 @@ def _aware(value: datetime, what: str) -> datetime:
     return value
 
 
+class StagedBatch:
+    """Events applied in memory to rows locked in one unit of work, written by `flush`."""
+
+    def __init__(
+        self, engine: Engine, uow: UnitOfWork, rows: Mapping[str, EntityRow], now: datetime
+    ) -> None:
+        self.engine = engine
+        self.uow = uow
+        self.rows = rows
+        self.now = now
+        self.heads: dict[str, _Head] = {}
+        self.transitions: list[TransitionRow] = []
+        self.used: set[Lifecycle] = set()
+
+    def head(self, entity_id: str) -> _Head | None:
+        head = self.heads.get(entity_id)
+        if head is None:
+            row = self.rows.get(entity_id)
+            if row is None:
+                return None
+            head = self.heads[entity_id] = _Head(row)
+        return head
+
+    def add(self, event: Event) -> Outcome:
+        head = self.head(event.entity_id)
+        if head is None:
+            return Outcome(event, error=EntityNotFound(event.entity_id))
+        try:
+            transition = self.engine._step(head, event, self.now)
+        except (FsmError, VersionConflict) as exc:
+            return Outcome(event, head.state, head.version, error=exc)
+        if transition is not None:
+            self.transitions.append(transition)
+        return Outcome(event, head.state, head.version, transition)
+
+    def flush(self) -> None:
+        """Write every changed head and the staged transitions (still inside the transaction)."""
+        heads = self.heads.values()
+        changed = [h.update(self.now) for h in heads if h.version != h.row.version]
+        self.used = {self.engine.lifecycles[h.row.lifecycle] for h in heads if h.seq != h.row.seq}
+        self.engine._store_definitions(self.uow, self.used, self.now)
+        self.uow.write(changed, self.transitions)
+
+
 class Engine:
     """Lifecycles + a store. Create entities, fire events, read state and history, verify."""
 
@@ -233,36 +277,24 @@ class Engine:
         """
         if not events:
             return BatchResult(())
-        now = self.clock()
-        outcomes: list[Outcome] = []
-        transitions: list[TransitionRow] = []
         with self.store.transaction() as uow:
-            rows = uow.lock_entities(e.entity_id for e in events)
-            heads: dict[str, _Head] = {}
-            for event in events:
-                head = heads.get(event.entity_id)
-                if head is None:
-                    row = rows.get(event.entity_id)
-                    if row is None:
-                        outcomes.append(Outcome(event, error=EntityNotFound(event.entity_id)))
-                        continue
-                    head = heads[event.entity_id] = _Head(row)
-                try:
-                    transition = self._step(head, event, now)
-                except (FsmError, VersionConflict) as exc:
-                    outcomes.append(Outcome(event, head.state, head.version, error=exc))
-                    continue
-                if transition is not None:
-                    transitions.append(transition)
-                outcomes.append(Outcome(event, head.state, head.version, transition))
-            changed = [h.update(now) for h in heads.values() if h.version != h.row.version]
-            used = {self.lifecycles[h.row.lifecycle] for h in heads.values() if h.seq != h.row.seq}
-            self._store_definitions(uow, used, now)
-            uow.write(changed, transitions)
-        self._stored_versions.update((lc.name, lc.version) for lc in used)
-        if transitions:
-            self._publish(transitions)
-        return BatchResult(tuple(outcomes))
+            batch = self.stage(uow, uow.lock_entities(e.entity_id for e in events))
+            outcomes = tuple(batch.add(event) for event in events)
+            batch.flush()
+        self.committed(batch)
+        return BatchResult(outcomes)
+
+    def stage(self, uow: UnitOfWork, rows: Mapping[str, EntityRow]) -> StagedBatch:
+        """Start staging events on rows already read (and locked) in `uow`; for runtimes that
+        must write their own bookkeeping in the same transaction. Call `flush()` before the
+        transaction ends and `committed()` after it commits."""
+        return StagedBatch(self, uow, rows, self.clock())
+
+    def committed(self, batch: StagedBatch) -> None:
+        """Tell the engine a staged batch's transaction committed (caches, listeners)."""
+        self._stored_versions.update((lc.name, lc.version) for lc in batch.used)
+        if batch.transitions:
+            self._publish(batch.transitions)
 
     def _step(self, head: _Head, event: Event, now: datetime) -> TransitionRow | None:
         """Decide and stage one event on `head`; raise (leaving `head` untouched) if it fails."""

@@ -70,3 +70,33 @@ class StateCount(NamedTuple):
     lifecycle: str
     state: str
     total: int
+
+
+class ScheduledCommandRow(NamedTuple):
+    """A command due at a time; `done_at` is set exactly once, when its effect is recorded."""
+
+    id: int
+    entity_id: str
+    command: str
+    arguments: dict[str, Any]
+    due_at: datetime
+    created_at: datetime
+    done_at: datetime | None
+    outcome: str | None
+    claimed_by: str | None
+    claim_expires_at: datetime | None
+
+
+class RefreshMark(NamedTuple):
+    """When to look at an entity next, and how many observations of it failed in a row."""
+
+    id: str
+    next_refresh_at: datetime | None
+    observation_failures: int
+
+
+class Claim(NamedTuple):
+    """An entity leased to one worker; `previous_owner` is set when an expired lease was taken."""
+
+    entity: EntityRow
+    previous_owner: str | None

@@ -12,38 +12,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.codec import codec_for
 from storage.database import READ_ONLY, open_engine, redacted, resolve_url, translate, translated
 from storage.errors import DuplicateEntity, StorageError, VersionConflict
+from storage.hotsql import HotSql
 from storage.records import EntityRow, EntityUpdate, StateCount, TransitionRow
 from storage.tables import definition_table, entity_table, transition_table
 
 _LOCK_CHUNK = 500
-
-_ENTITY_COLUMNS = [c.name for c in entity_table.columns]
-_TRANSITION_COLUMNS = [c.name for c in transition_table.columns]
-_ENTITY_TIMES = frozenset(
-    (
-        "state_entered_at",
-        "deadline_at",
-        "next_refresh_at",
-        "created_at",
-        "updated_at",
-        "lease_expires_at",
-    )
-)
-_TRANSITION_TIMES = frozenset(("observed_at", "recorded_at"))
-_HEAD_COLUMNS = (
-    "state",
-    "terminal",
-    "version",
-    "seq",
-    "state_entered_at",
-    "deadline_at",
-    "next_refresh_at",
-    "updated_at",
-    "definition_version",
-)
 
 
 def _entity(row: Row[Any]) -> EntityRow:
@@ -54,122 +29,10 @@ def _transition(row: Row[Any]) -> TransitionRow:
     return TransitionRow(**row._mapping)
 
 
-class _HotSql:
-    """Hand-written SQL for the per-event hot path, with positional parameters.
-
-    SQLAlchemy Core's per-row parameter processing cost more than the database work itself
-    (measured: ~90 of ~190 µs per event); these statements take values already converted to
-    the driver's form by a `Codec`. Every identifier comes from our own table metadata.
-    """
-
-    def __init__(self, dialect: str) -> None:
-        self.codec = codec_for(dialect)
-        self.sqlite = dialect == "sqlite"
-        ph = self.codec.placeholder
-        columns = ", ".join(_ENTITY_COLUMNS)
-        self.select_entities = f"SELECT {columns} FROM entity WHERE "
-        head = ", ".join(f"{c} = {ph}" for c in _HEAD_COLUMNS)
-        where = f" WHERE id = {ph} AND version = {ph}"
-        self.update_head = f"UPDATE entity SET {head}{where}"
-        self.update_head_and_data = f"UPDATE entity SET {head}, data = {ph}{where}"
-        self.insert_transition = self._insert("transition", _TRANSITION_COLUMNS)
-        self.insert_entity = self._insert("entity", _ENTITY_COLUMNS)
-
-    def _insert(self, table: str, columns: list[str]) -> str:
-        names = ", ".join(columns)
-        values = ", ".join(self.codec.placeholder for _ in columns)
-        return f"INSERT INTO {table} ({names}) VALUES ({values})"
-
-    def select_by_ids(self, count: int, *, lock: bool) -> tuple[str, bool]:
-        """The SELECT for `count` ids, and whether the ids go in as one array parameter."""
-        if self.sqlite:
-            return f"{self.select_entities}id IN ({', '.join('?' * count)})", False
-        suffix = " ORDER BY id FOR UPDATE" if lock else ""
-        return f"{self.select_entities}id = ANY(%s){suffix}", True
-
-    def entity_from(self, values: Sequence[Any]) -> EntityRow:
-        c = self.codec
-        t = c.time_in
-        return EntityRow(
-            values[0],
-            values[1],
-            values[2],
-            values[3],
-            bool(values[4]),
-            values[5],
-            values[6],
-            t(values[7]),
-            t(values[8]),
-            t(values[9]),
-            t(values[10]),
-            t(values[11]),
-            values[12],
-            t(values[13]),
-            values[14],
-            c.json_in(values[15]),
-            values[16],
-        )
-
-    def entity_params(self, row: EntityRow) -> tuple[Any, ...]:
-        out = self.codec.time_out
-        return (
-            row.id,
-            row.lifecycle,
-            row.definition_version,
-            row.state,
-            row.terminal,
-            row.version,
-            row.seq,
-            out(row.state_entered_at),
-            out(row.deadline_at),
-            out(row.next_refresh_at),
-            out(row.created_at),
-            out(row.updated_at),
-            row.lease_owner,
-            out(row.lease_expires_at),
-            row.observation_failures,
-            self.codec.json_out(row.data),
-            row.parent_id,
-        )
-
-    def transition_params(self, t: TransitionRow) -> tuple[Any, ...]:
-        out = self.codec.time_out
-        payload = self.codec.json_out(t.payload) if t.payload else "{}"
-        return (
-            t.entity_id,
-            t.seq,
-            t.from_state,
-            t.to_state,
-            t.event,
-            t.source,
-            payload,
-            out(t.observed_at),
-            out(t.recorded_at),
-            t.definition_version,
-        )
-
-    def update_params(self, u: EntityUpdate) -> tuple[Any, ...]:
-        out = self.codec.time_out
-        head = (
-            u.state,
-            u.terminal,
-            u.version,
-            u.seq,
-            out(u.state_entered_at),
-            out(u.deadline_at),
-            out(u.next_refresh_at),
-            out(u.updated_at),
-            u.definition_version,
-        )
-        if u.data is not None:
-            return (*head, self.codec.json_out(u.data), u.id, u.expected_version)
-        return (*head, u.id, u.expected_version)
-
-
 class UnitOfWork:
     """Writes inside one database transaction; see `Store.transaction`."""
 
-    def __init__(self, connection: Connection, hot: _HotSql, *, lock_rows: bool) -> None:
+    def __init__(self, connection: Connection, hot: HotSql, *, lock_rows: bool) -> None:
         self._conn = connection
         self._hot = hot
         self._lock_rows = lock_rows
@@ -177,6 +40,15 @@ class UnitOfWork:
     @property
     def connection(self) -> Connection:
         return self._conn
+
+    @property
+    def hot(self) -> HotSql:
+        return self._hot
+
+    @property
+    def locks_rows(self) -> bool:
+        """True where rows can be locked (PostgreSQL); SQLite locks the whole file instead."""
+        return self._lock_rows
 
     def insert_entities(self, rows: Sequence[EntityRow]) -> None:
         """Insert new entities; `DuplicateEntity` names an id that is taken (or repeated)."""
@@ -269,7 +141,7 @@ class Store:
         self.url = resolve_url(url)
         self.engine = open_engine(self.url)
         self.dialect = self.engine.dialect.name
-        self._hot = _HotSql(self.dialect)
+        self._hot = HotSql(self.dialect)
 
     def __repr__(self) -> str:
         return f"Store({redacted(self.url)!r})"

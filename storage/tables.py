@@ -65,7 +65,10 @@ class TransitionTable(SQLModel, table=True):
     """One recorded change of state; (entity_id, seq) runs 1..n without gaps."""
 
     __tablename__ = "transition"
-    __table_args__ = (PrimaryKeyConstraint("entity_id", "seq"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("entity_id", "seq"),
+        Index("ix_transition_recorded_at", "recorded_at"),
+    )
 
     entity_id: str = Field(foreign_key="entity.id", max_length=200)
     seq: int
@@ -92,6 +95,8 @@ class ScheduledCommandTable(SQLModel, table=True):
     created_at: datetime = _time()
     done_at: datetime | None = _time(nullable=True)
     outcome: str | None = Field(default=None, max_length=2000)
+    claimed_by: str | None = Field(default=None, max_length=200)
+    claim_expires_at: datetime | None = _time(nullable=True)
 
 
 entity_table = EntityTable.__table__  # type: ignore[attr-defined]

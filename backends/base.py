@@ -1,0 +1,68 @@
+"""The one contract every backend implements: observe in batch, and carry out commands."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from fsm import Entity
+from fsm.observation import FailureKind, Observation
+
+
+class CommandResult(NamedTuple):
+    """What a command did: data to record on the entity (job id, operation handle, ...) and the
+    lifecycle events that record it (default: the command's own name)."""
+
+    data: Mapping[str, Any] | None = None
+    events: tuple[str, ...] | None = None
+    payload: Mapping[str, Any] | None = None
+
+
+class CommandFailed(Exception):
+    """The backend could not carry out a command; nothing is recorded, the caller may retry."""
+
+    def __init__(self, command: str, entity_id: str, reason: str) -> None:
+        self.command = command
+        self.entity_id = entity_id
+        self.reason = reason
+        super().__init__(f"{command} on {entity_id!r} failed: {reason}")
+
+
+class Backend(ABC):
+    """Turns what a system reports into lifecycle events. Never writes to the database.
+
+    `observe` gets a whole batch and must make one call to the system for it (one `squeue`, one
+    list call), not one per entity. Any failure is returned as a failed `Observation`.
+    """
+
+    #: a short name, recorded as the `source` of the transitions it causes
+    name: str = "backend"
+    #: the lifecycles this backend drives
+    lifecycles: frozenset[str] = frozenset()
+
+    @abstractmethod
+    def observe(self, entities: Sequence[Entity], now: datetime) -> list[Observation]:
+        """One observation per entity, in any order; never raises for a single entity."""
+
+    def execute(
+        self, entity: Entity, command: str, arguments: Mapping[str, Any], now: datetime
+    ) -> CommandResult:
+        """Carry out `command` (idempotently: it may be retried after a crash)."""
+        raise CommandFailed(command, entity.id, f"{self.name} does not support {command!r}")
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release connections, tunnels, ..."""
+
+    def observe_safely(self, entities: Sequence[Entity], now: datetime) -> list[Observation]:
+        """`observe`, with a whole-call failure turned into a failed observation per entity."""
+        try:
+            found = {o.entity_id: o for o in self.observe(entities, now)}
+        except Exception as exc:  # a backend bug or an outage must not stop the loop
+            detail = f"{type(exc).__name__}: {exc}"
+            return [Observation.failed(e.id, FailureKind.ERROR, detail) for e in entities]
+        return [
+            found.get(e.id) or Observation.failed(e.id, FailureKind.MISSING, "not observed")
+            for e in entities
+        ]

@@ -1,0 +1,147 @@
+"""Hand-written SQL for the per-event hot path, and the conversions its parameters need."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from storage.codec import codec_for
+from storage.records import EntityRow, EntityUpdate, TransitionRow
+from storage.tables import entity_table, transition_table
+
+ENTITY_COLUMNS = [c.name for c in entity_table.columns]
+TRANSITION_COLUMNS = [c.name for c in transition_table.columns]
+_ENTITY_TIMES = frozenset(
+    (
+        "state_entered_at",
+        "deadline_at",
+        "next_refresh_at",
+        "created_at",
+        "updated_at",
+        "lease_expires_at",
+    )
+)
+_TRANSITION_TIMES = frozenset(("observed_at", "recorded_at"))
+_HEAD_COLUMNS = (
+    "state",
+    "terminal",
+    "version",
+    "seq",
+    "state_entered_at",
+    "deadline_at",
+    "next_refresh_at",
+    "updated_at",
+    "definition_version",
+)
+
+
+class HotSql:
+    """Hand-written SQL for the per-event hot path, with positional parameters.
+
+    SQLAlchemy Core's per-row parameter processing cost more than the database work itself
+    (measured: ~90 of ~190 µs per event); these statements take values already converted to
+    the driver's form by a `Codec`. Every identifier comes from our own table metadata.
+    """
+
+    def __init__(self, dialect: str) -> None:
+        self.codec = codec_for(dialect)
+        self.sqlite = dialect == "sqlite"
+        ph = self.codec.placeholder
+        columns = ", ".join(ENTITY_COLUMNS)
+        self.select_entities = f"SELECT {columns} FROM entity WHERE "
+        head = ", ".join(f"{c} = {ph}" for c in _HEAD_COLUMNS)
+        where = f" WHERE id = {ph} AND version = {ph}"
+        self.update_head = f"UPDATE entity SET {head}{where}"
+        self.update_head_and_data = f"UPDATE entity SET {head}, data = {ph}{where}"
+        self.insert_transition = self._insert("transition", TRANSITION_COLUMNS)
+        self.insert_entity = self._insert("entity", ENTITY_COLUMNS)
+
+    def _insert(self, table: str, columns: list[str]) -> str:
+        names = ", ".join(columns)
+        values = ", ".join(self.codec.placeholder for _ in columns)
+        return f"INSERT INTO {table} ({names}) VALUES ({values})"
+
+    def select_by_ids(self, count: int, *, lock: bool) -> tuple[str, bool]:
+        """The SELECT for `count` ids, and whether the ids go in as one array parameter."""
+        if self.sqlite:
+            return f"{self.select_entities}id IN ({', '.join('?' * count)})", False
+        suffix = " ORDER BY id FOR UPDATE" if lock else ""
+        return f"{self.select_entities}id = ANY(%s){suffix}", True
+
+    def entity_from(self, values: Sequence[Any]) -> EntityRow:
+        c = self.codec
+        t = c.time_in
+        return EntityRow(
+            values[0],
+            values[1],
+            values[2],
+            values[3],
+            bool(values[4]),
+            values[5],
+            values[6],
+            t(values[7]),
+            t(values[8]),
+            t(values[9]),
+            t(values[10]),
+            t(values[11]),
+            values[12],
+            t(values[13]),
+            values[14],
+            c.json_in(values[15]),
+            values[16],
+        )
+
+    def entity_params(self, row: EntityRow) -> tuple[Any, ...]:
+        out = self.codec.time_out
+        return (
+            row.id,
+            row.lifecycle,
+            row.definition_version,
+            row.state,
+            row.terminal,
+            row.version,
+            row.seq,
+            out(row.state_entered_at),
+            out(row.deadline_at),
+            out(row.next_refresh_at),
+            out(row.created_at),
+            out(row.updated_at),
+            row.lease_owner,
+            out(row.lease_expires_at),
+            row.observation_failures,
+            self.codec.json_out(row.data),
+            row.parent_id,
+        )
+
+    def transition_params(self, t: TransitionRow) -> tuple[Any, ...]:
+        out = self.codec.time_out
+        payload = self.codec.json_out(t.payload) if t.payload else "{}"
+        return (
+            t.entity_id,
+            t.seq,
+            t.from_state,
+            t.to_state,
+            t.event,
+            t.source,
+            payload,
+            out(t.observed_at),
+            out(t.recorded_at),
+            t.definition_version,
+        )
+
+    def update_params(self, u: EntityUpdate) -> tuple[Any, ...]:
+        out = self.codec.time_out
+        head = (
+            u.state,
+            u.terminal,
+            u.version,
+            u.seq,
+            out(u.state_entered_at),
+            out(u.deadline_at),
+            out(u.next_refresh_at),
+            out(u.updated_at),
+            u.definition_version,
+        )
+        if u.data is not None:
+            return (*head, self.codec.json_out(u.data), u.id, u.expected_version)
+        return (*head, u.id, u.expected_version)

@@ -1,0 +1,177 @@
+"""The database as the durable work queue: leases on due entities, deadlines, scheduled commands.
+
+Workers claim due rows with `FOR UPDATE SKIP LOCKED` (PostgreSQL) plus a lease that expires, so
+several processes share the work and a dead worker's rows are taken over; on SQLite one worker
+owns the file and the same statements run under its write lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, update
+
+from storage.hotsql import ENTITY_COLUMNS
+from storage.records import Claim, EntityRow, RefreshMark, ScheduledCommandRow
+from storage.store import UnitOfWork
+from storage.tables import scheduled_command_table as commands
+
+_CHUNK = 500
+
+
+def _ids_clause(uow: UnitOfWork, count: int) -> str:
+    return "id = ANY(%s)" if uow.locks_rows else f"id IN ({', '.join('?' * count)})"
+
+
+def _ids_param(uow: UnitOfWork, ids: Sequence[str]) -> tuple[Any, ...]:
+    return (list(ids),) if uow.locks_rows else tuple(ids)
+
+
+def claim_due(
+    uow: UnitOfWork,
+    owner: str,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    lifecycles: Sequence[str] | None = None,
+) -> list[Claim]:
+    """Lease up to `limit` entities whose refresh is due and that nobody else holds."""
+    hot, ph = uow.hot, uow.hot.codec.placeholder
+    out = hot.codec.time_out
+    params: list[Any] = [out(now), out(now)]
+    only = ""
+    if lifecycles:
+        only = f" AND lifecycle IN ({', '.join(ph for _ in lifecycles)})"
+        params.extend(lifecycles)
+    params.append(limit)
+    sql = (
+        f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entity "
+        f"WHERE next_refresh_at <= {ph} AND (lease_expires_at IS NULL OR lease_expires_at <= {ph})"
+        f"{only} ORDER BY next_refresh_at LIMIT {ph}"
+    )
+    if uow.locks_rows:
+        sql += " FOR UPDATE SKIP LOCKED"
+    rows = [hot.entity_from(v) for v in uow.connection.exec_driver_sql(sql, tuple(params))]
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    lease = f"UPDATE entity SET lease_owner = {ph}, lease_expires_at = {ph} WHERE "
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        uow.connection.exec_driver_sql(
+            lease + _ids_clause(uow, len(chunk)),
+            (owner, out(lease_until), *_ids_param(uow, chunk)),
+        )
+    return [
+        Claim(r._replace(lease_owner=owner, lease_expires_at=lease_until), r.lease_owner)
+        for r in rows
+    ]
+
+
+def finish_refresh(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) -> int:
+    """Set the next refresh time and failure count and drop our lease; only where we still hold
+    it (a worker whose lease expired writes nothing). Returns how many rows were ours."""
+    if not marks:
+        return 0
+    ph, out = uow.hot.codec.placeholder, uow.hot.codec.time_out
+    sql = (
+        f"UPDATE entity SET next_refresh_at = {ph}, observation_failures = {ph}, "
+        f"lease_owner = NULL, lease_expires_at = NULL WHERE id = {ph} AND lease_owner = {ph}"
+    )
+    params = [(out(m.next_refresh_at), m.observation_failures, m.id, owner) for m in marks]
+    arg: Any = params[0] if len(params) == 1 else params
+    return int(uow.connection.exec_driver_sql(sql, arg).rowcount)
+
+
+def release_leases(uow: UnitOfWork, owner: str) -> int:
+    """Give back every lease `owner` holds (graceful shutdown)."""
+    ph = uow.hot.codec.placeholder
+    sql = f"UPDATE entity SET lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = {ph}"
+    return int(uow.connection.exec_driver_sql(sql, (owner,)).rowcount)
+
+
+def due_deadlines(uow: UnitOfWork, now: datetime, limit: int) -> list[EntityRow]:
+    """Non-terminal entities whose state's time limit has passed, oldest deadline first."""
+    hot, ph = uow.hot, uow.hot.codec.placeholder
+    sql = (
+        f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entity WHERE deadline_at <= {ph} "
+        f"AND terminal = {ph} ORDER BY deadline_at LIMIT {ph}"
+    )
+    if uow.locks_rows:
+        sql += " FOR UPDATE SKIP LOCKED"
+    params = (hot.codec.time_out(now), False, limit)
+    return [hot.entity_from(v) for v in uow.connection.exec_driver_sql(sql, params)]
+
+
+def schedule_command(
+    uow: UnitOfWork,
+    entity_id: str,
+    command: str,
+    arguments: Mapping[str, Any],
+    due_at: datetime,
+    now: datetime,
+) -> int:
+    result = uow.connection.execute(
+        insert(commands).returning(commands.c.id),
+        {
+            "entity_id": entity_id,
+            "command": command,
+            "arguments": dict(arguments),
+            "due_at": due_at,
+            "created_at": now,
+        },
+    )
+    return int(result.scalar_one())
+
+
+def claim_commands(
+    uow: UnitOfWork, owner: str, now: datetime, lease_until: datetime, limit: int
+) -> list[ScheduledCommandRow]:
+    """Lease due, not yet done commands (an expired claim of a dead worker is taken over)."""
+    query = (
+        select(commands)
+        .where(
+            commands.c.done_at.is_(None),
+            commands.c.due_at <= now,
+            or_(commands.c.claim_expires_at.is_(None), commands.c.claim_expires_at <= now),
+        )
+        .order_by(commands.c.due_at, commands.c.id)
+        .limit(limit)
+    )
+    if uow.locks_rows:
+        query = query.with_for_update(skip_locked=True)
+    rows = [ScheduledCommandRow(**r._mapping) for r in uow.connection.execute(query)]
+    if rows:
+        uow.connection.execute(
+            update(commands)
+            .where(commands.c.id.in_([r.id for r in rows]))
+            .values(claimed_by=owner, claim_expires_at=lease_until)
+        )
+    return [r._replace(claimed_by=owner, claim_expires_at=lease_until) for r in rows]
+
+
+def complete_command(
+    uow: UnitOfWork, command_id: int, owner: str, now: datetime, outcome: str
+) -> bool:
+    """Mark a command done, once: False if it was done already or another worker took it."""
+    result = uow.connection.execute(
+        update(commands)
+        .where(
+            and_(
+                commands.c.id == command_id,
+                commands.c.claimed_by == owner,
+                commands.c.done_at.is_(None),
+            )
+        )
+        .values(done_at=now, outcome=outcome[:2000], claimed_by=None, claim_expires_at=None)
+    )
+    return result.rowcount == 1
+
+
+def list_commands(uow: UnitOfWork, entity_id: str | None = None) -> list[ScheduledCommandRow]:
+    query = select(commands).order_by(commands.c.due_at, commands.c.id)
+    if entity_id is not None:
+        query = query.where(commands.c.entity_id == entity_id)
+    return [ScheduledCommandRow(**r._mapping) for r in uow.connection.execute(query)]
