@@ -154,13 +154,17 @@ class Engine:
         lifecycles: Iterable[Lifecycle] = (),
         clock: Clock = utc_now,
         default_refresh: float = DEFAULT_REFRESH_SECONDS,
+        refresh_scale: float = 1.0,
         migrate: bool = True,
     ) -> None:
+        if refresh_scale <= 0 or default_refresh <= 0:
+            raise FsmError("default_refresh and refresh_scale must be positive")
         self.store = store if isinstance(store, Store) else Store(store)
         if migrate:
             self.store.migrate()
         self.clock = clock
         self.default_refresh = timedelta(seconds=default_refresh)
+        self.refresh_scale = refresh_scale
         self.lifecycles: dict[str, Lifecycle] = builtin_lifecycles()
         for lifecycle in lifecycles:
             self.register(lifecycle)
@@ -381,9 +385,14 @@ class Engine:
                 limit = float(custom)
         return None if limit is None else entered + timedelta(seconds=limit)
 
+    def refresh_interval(self, lifecycle: str, state: str) -> float:
+        """Seconds between two observations of an entity in `state` (scaled by refresh_scale)."""
+        every = self.lifecycle(lifecycle).states[state].refresh
+        base = every if every is not None else self.default_refresh.total_seconds()
+        return base * self.refresh_scale
+
     def _next_refresh(self, lifecycle: Lifecycle, state: str, now: datetime) -> datetime:
-        every = lifecycle.states[state].refresh
-        return now + (timedelta(seconds=every) if every is not None else self.default_refresh)
+        return now + timedelta(seconds=self.refresh_interval(lifecycle.name, state))
 
     def _publish(self, transitions: Sequence[TransitionRow]) -> None:
         for listener in self._listeners:

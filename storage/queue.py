@@ -11,11 +11,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 
 from storage.hotsql import ENTITY_COLUMNS
 from storage.records import Claim, EntityRow, RefreshMark, ScheduledCommandRow
 from storage.store import UnitOfWork
+from storage.tables import entity_table
 from storage.tables import scheduled_command_table as commands
 
 _CHUNK = 500
@@ -175,3 +176,14 @@ def list_commands(uow: UnitOfWork, entity_id: str | None = None) -> list[Schedul
     if entity_id is not None:
         query = query.where(commands.c.entity_id == entity_id)
     return [ScheduledCommandRow(**r._mapping) for r in uow.connection.execute(query)]
+
+
+def open_work(uow: UnitOfWork) -> int:
+    """Entities not in a terminal state plus scheduled commands not yet done."""
+    entities = uow.connection.execute(
+        select(func.count()).select_from(entity_table).where(entity_table.c.terminal.is_(False))
+    ).scalar_one()
+    pending = uow.connection.execute(
+        select(func.count()).select_from(commands).where(commands.c.done_at.is_(None))
+    ).scalar_one()
+    return int(entities) + int(pending)
