@@ -223,6 +223,24 @@ class Store:
                 result[row.entity_id].append(_transition(row))
         return result
 
+    def transitions_since(
+        self, after: datetime, limit: int = 1000
+    ) -> list[tuple[str, TransitionRow]]:
+        """(lifecycle, transition) recorded at or after `after`, oldest first (for `fsm watch`)."""
+        query = (
+            select(entity_table.c.lifecycle, transition_table)
+            .join(entity_table, entity_table.c.id == transition_table.c.entity_id)
+            .where(transition_table.c.recorded_at >= after)
+            .order_by(
+                transition_table.c.recorded_at,
+                transition_table.c.entity_id,
+                transition_table.c.seq,
+            )
+            .limit(limit)
+        )
+        with self.reading() as conn:
+            return [(row[0], TransitionRow(*row[1:])) for row in conn.execute(query)]
+
     def count_by_state(self) -> list[StateCount]:
         query = (
             select(entity_table.c.lifecycle, entity_table.c.state, func.count())
