@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,7 +23,6 @@ from rich import box
 from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -37,9 +35,8 @@ from fsm.errors import DefinitionError, FsmError, StorageError
 from fsm.lifecycle import Lifecycle
 from fsm.lifecycles import BUILTIN_NAMES, builtin_lifecycles
 from fsm.verify import Violation
-from storage import Store
-from storage.database import DEFAULT_URL, ENV_VAR, redacted, resolve_url, translated
-from storage.errors import DatabaseCorrupt, DatabaseUnavailable
+from storage.database import DEFAULT_URL, ENV_VAR, redacted, resolve_url, sqlite_path
+from storage.errors import DatabaseUnavailable
 from storage.records import EntityRow, TransitionRow
 
 app = typer.Typer(
@@ -147,59 +144,9 @@ def _checked_url(db: str | None) -> str:
     return url
 
 
-def sqlite_file(url: str) -> Path | None:
-    """The file behind a SQLite URL; None for memory, URI filenames and servers.
-
-    (The demo has the same helper; both belong in `storage.database` once it can open
-    without creating.)
-    """
-    parsed = make_url(url)
-    database = parsed.database or ""
-    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
-        return None
-    return None if database.startswith("file:") else Path(database)
-
-
-def _probe_sqlite(url: str) -> None:
-    """Check a SQLite file read-only before the store opens it.
-
-    The store creates missing files and switches journals to WAL; neither may happen to a
-    file that is absent, empty, or someone else's database.
-    """
-    path = sqlite_file(url)
-    if path is None:
-        return
-    if not path.exists():
-        raise DatabaseUnavailable(f"database {path} does not exist")
-    if path.is_dir():
-        raise DatabaseUnavailable(f"database {path} is a directory, not a SQLite file")
-    if path.stat().st_size == 0:
-        raise DatabaseCorrupt(f"database {path} is an empty file, not an fsm database")
-    try:
-        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as conn:
-            found = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entity'"
-            ).fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseCorrupt(f"{path} is not a SQLite database ({exc})") from exc
-    if found is None:
-        raise DatabaseCorrupt(f"{path} is not an fsm database (no entity table)")
-
-
 def open_for_reading(db: str | None) -> Engine:
     """An engine on an existing fsm database: nothing is created, migrated or written."""
-    url = _checked_url(db)
-    _probe_sqlite(url)
-    store = Store(url)
-    try:
-        with translated(url), store.engine.connect() as conn:
-            has_schema = inspect(conn).has_table("entity")
-        if not has_schema:
-            raise DatabaseCorrupt(f"{redacted(url)} is not an fsm database (no entity table)")
-        return Engine(store, migrate=False)
-    except BaseException:
-        store.close()
-        raise
+    return Engine.open_existing(_checked_url(db))
 
 
 @contextmanager
@@ -553,7 +500,7 @@ def demo(
             _show(console)
             violations = engine.verify()
             _verify_report(console, violations, sum(c.total for c in engine.counts()))
-        path = sqlite_file(url)
+        path = sqlite_path(url)
         where = str(path.resolve()) if path is not None else redacted(url)
         _show(
             console,

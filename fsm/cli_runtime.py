@@ -70,7 +70,7 @@ def watch(
 ) -> None:
     """Show transitions live, as workers record them."""
     console = Console(highlight=False)
-    engine = Engine(db, migrate=False)
+    engine = Engine.open_existing(db)
     after = datetime.now(UTC) - timedelta(seconds=since)
     seen: set[tuple[str, int]] = set()
     stop_at = time.monotonic() + duration if duration is not None else None

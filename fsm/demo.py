@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from fsm.clock import ManualClock
 from fsm.engine import Engine
 from fsm.errors import FsmError, InvalidEvent
+from storage.database import sqlite_path
 
 DEFAULT_URL = "sqlite:///fsm-demo.db"
 PREFIX = "demo-"
@@ -39,15 +40,6 @@ class DemoReport:
     featured: str  # the entity whose full history is worth showing
     refused: list[str] = field(default_factory=list)
     events: int = 0
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL (None for memory, URI filenames and other databases)."""
-    parsed = make_url(url)
-    database = parsed.database or ""
-    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
-        return None
-    return None if database.startswith("file:") else Path(database)
 
 
 def _foreign_entities(path: Path) -> str | None:

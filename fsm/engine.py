@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import inspect
+
 from fsm.clock import Clock, utc_now
 from fsm.context import EventContext
 from fsm.errors import CallbackError, FsmError, InvalidEvent, UnknownLifecycle
@@ -32,6 +34,8 @@ from storage import (
     UnitOfWork,
     VersionConflict,
 )
+from storage.database import check_existing, redacted, resolve_url, translated
+from storage.errors import DatabaseCorrupt
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +174,23 @@ class Engine:
             self.register(lifecycle)
         self._listeners: list[TransitionListener] = []
         self._stored_versions: set[tuple[str, str]] = set()
+
+    @classmethod
+    def open_existing(cls, db: str | None = None, **options: Any) -> Engine:
+        """An engine on an existing fsm database: nothing is created, migrated or written to
+        open it (for readers such as `fsm status`, `fsm watch`)."""
+        url = resolve_url(db)
+        check_existing(url)
+        store = Store(url)
+        try:
+            with translated(url), store.engine.connect() as conn:
+                has_schema = inspect(conn).has_table("entity")
+            if not has_schema:
+                raise DatabaseCorrupt(f"{redacted(url)} is not an fsm database (no entity table)")
+            return cls(store, migrate=False, **options)
+        except BaseException:
+            store.close()
+            raise
 
     # -- configuration -----------------------------------------------------------------------
 

@@ -45,6 +45,38 @@ def redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL; None for memory databases, URI filenames and servers."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    return None if database.startswith("file:") else Path(database)
+
+
+def check_existing(url: str) -> None:
+    """Refuse, read-only and before anything opens it, a SQLite file that is missing, empty or
+    not ours: opening would create it or switch its journal to WAL."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    if not path.exists():
+        raise DatabaseUnavailable(f"database {path} does not exist")
+    if path.is_dir():
+        raise DatabaseUnavailable(f"database {path} is a directory, not a SQLite file")
+    if path.stat().st_size == 0:
+        raise DatabaseCorrupt(f"database {path} is an empty file, not an fsm database")
+    try:
+        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as conn:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entity'"
+            ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseCorrupt(f"{path} is not a SQLite database ({exc})") from exc
+    if found is None:
+        raise DatabaseCorrupt(f"{path} is not an fsm database (no entity table)")
+
+
 def _create_private_file(path: Path) -> None:
     """Create the SQLite file with mode 0600 before SQLite does (SQLite would honour the umask)."""
     if path.exists():
