@@ -69,7 +69,7 @@ def watch(
     ] = None,
 ) -> None:
     """Show transitions live, as workers record them."""
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     engine = Engine.open_existing(db)
     after = datetime.now(UTC) - timedelta(seconds=since)
     seen: set[tuple[str, int]] = set()
