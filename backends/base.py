@@ -41,6 +41,9 @@ class Backend(ABC):
     name: str = "backend"
     #: the lifecycles this backend drives
     lifecycles: frozenset[str] = frozenset()
+    #: commands of its own beyond the lifecycle's events (e.g. `submit`); `execute` returns
+    #: the events that record them
+    commands: frozenset[str] = frozenset()
 
     @abstractmethod
     def observe(self, entities: Sequence[Entity], now: datetime) -> list[Observation]:

@@ -47,6 +47,7 @@ class BackendLike(Protocol):
 
     name: str
     lifecycles: frozenset[str]
+    commands: frozenset[str]
 
     def observe_safely(self, entities: Sequence[EntityRow], now: datetime) -> list[Observation]: ...
 
@@ -386,9 +387,7 @@ class Worker:
         """Persist a command to run once at `at` (or after `delay` seconds); returns its id."""
         engine = self.engine
         entity = engine.get(entity_id)
-        lifecycle = engine.lifecycle(entity.lifecycle)
-        if command not in lifecycle.definition.triggers:
-            raise FsmError(f"{command!r} is not an event of lifecycle {entity.lifecycle!r}")
+        self._check_command(entity, command)
         if delay < 0:
             raise FsmError("delay must not be negative")
         now = engine.clock()
@@ -453,7 +452,8 @@ class Worker:
         arguments = dict(arguments or {})
         entity = engine.get(entity_id)
         lifecycle = engine.lifecycle(entity.lifecycle)
-        if lifecycle.candidates(entity.state, command) is None:
+        is_event = self._check_command(entity, command)
+        if is_event and lifecycle.candidates(entity.state, command) is None:
             error = InvalidEvent(
                 entity.id, entity.lifecycle, entity.state, command, lifecycle.allowed[entity.state]
             )
@@ -468,7 +468,7 @@ class Worker:
         if backend is not None:
             result = backend.execute(entity, command, arguments, now)
             data = result.data
-            events = result.events or events
+            events = result.events if result.events is not None else events
             payload = {**arguments, **(result.payload or {})}
         with engine.store.transaction() as uow:
             batch = engine.stage(uow, uow.lock_entities([entity_id]))
@@ -488,6 +488,19 @@ class Worker:
             if outcome.error is not None:
                 raise outcome.error
         return outcomes
+
+    def _check_command(self, entity: EntityRow, command: str) -> bool:
+        """True for a lifecycle event; False for a backend's own command (e.g. `submit`, whose
+        result events the backend chooses); anything else is refused."""
+        if command in self.engine.lifecycle(entity.lifecycle).definition.triggers:
+            return True
+        backend = self.routes.get(entity.lifecycle)
+        if backend is not None and command in backend.commands:
+            return False
+        raise FsmError(
+            f"{command!r} is neither an event of lifecycle {entity.lifecycle!r} nor a command "
+            f"of its backend"
+        )
 
     def _finish_scheduled(self, scheduled_id: int, outcome: str) -> None:
         with self.engine.store.transaction() as uow:

@@ -208,7 +208,7 @@ def test_a_worker_whose_lease_expired_writes_nothing(
 def test_commands_the_lifecycle_does_not_know_or_allow_are_refused(fast_engine: Engine) -> None:
     sid = fast_engine.create("service").id
     worker = Worker(fast_engine, [])
-    with pytest.raises(Exception, match="not an event"):
+    with pytest.raises(Exception, match="neither an event"):
         worker.schedule(sid, "explode")
     with pytest.raises(Exception, match="not allowed"):
         worker.command(sid, "ping_ok")
