@@ -44,6 +44,8 @@ class Backend(ABC):
     #: commands of its own beyond the lifecycle's events (e.g. `submit`); `execute` returns
     #: the events that record them
     commands: frozenset[str] = frozenset()
+    #: whether `release` does anything (saves a read per finished entity when it does not)
+    releases: bool = False
 
     @abstractmethod
     def observe(self, entities: Sequence[Entity], now: datetime) -> list[Observation]:
@@ -54,6 +56,10 @@ class Backend(ABC):
     ) -> CommandResult:
         """Carry out `command` (idempotently: it may be retried after a crash)."""
         raise CommandFailed(command, entity.id, f"{self.name} does not support {command!r}")
+
+    def release(self, entity: Entity, now: datetime) -> None:  # noqa: B027 - optional hook
+        """The entity reached a terminal state on its own (failed, timed out): free what it
+        still holds (a process, a job, a tunnel). Idempotent; errors are logged, not fatal."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections, tunnels, ..."""

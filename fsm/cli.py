@@ -26,7 +26,7 @@ from rich.text import Text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from fsm import cli_runtime
+from fsm import cli_runtime, live_demo
 from fsm import demo as demo_module
 from fsm.definition import Definition, load_definition
 from fsm.diagram import DiagramError, duration, render
@@ -482,33 +482,46 @@ def demo(
         str,
         typer.Option("--db", help="database URL; a SQLite file is deleted and made afresh"),
     ] = demo_module.DEFAULT_URL,
+    scripted: Annotated[
+        bool,
+        typer.Option("--scripted", help="a fast scripted walk on a manual clock instead"),
+    ] = False,
+    seconds: Annotated[float, typer.Option("--seconds", min=5, max=600)] = 30.0,
 ) -> None:
-    """Walk services, hosts and operations through their lifecycles and show the result."""
+    """Run small local services through the real loop and watch their lifecycles live."""
     console = _console()
     with _reporting():
         url = _checked_url(db)
-
-        def say(line: str) -> None:
-            _show(console, Text(line, style="dim" if line.startswith("  ") else ""))
-
-        report = demo_module.run(url, say)
+        if scripted:
+            featured, summary = _scripted_demo(console, url)
+        else:
+            report = live_demo.run(url, console, seconds=seconds)
+            featured = report.featured
+            summary = f"finished in {report.seconds:.1f} s"
+            for file in report.diagram_files:
+                summary += f"\nannotated diagram: {file}"
         _show(console)
         with _reading(url) as engine:
             _status_table(console, _status_rows(engine))
             _show(console)
-            _history_table(console, engine.get(report.featured), engine.history(report.featured))
+            _history_table(console, engine.get(featured), engine.history(featured))
             _show(console)
             violations = engine.verify()
             _verify_report(console, violations, sum(c.total for c in engine.counts()))
         path = sqlite_path(url)
         where = str(path.resolve()) if path is not None else redacted(url)
-        _show(
-            console,
-            f"{report.events} events applied, {len(report.refused)} refused; database: {where}",
-        )
+        _show(console, f"{summary}\ndatabase: {where}")
         _show(console, f"look around: fsm status --db {redacted(url)}")
     if violations:
         raise typer.Exit(1)
+
+
+def _scripted_demo(console: Console, url: str) -> tuple[str, str]:
+    def say(line: str) -> None:
+        _show(console, Text(line, style="dim" if line.startswith("  ") else ""))
+
+    report = demo_module.run(url, say)
+    return report.featured, f"{report.events} events applied, {len(report.refused)} refused"
 
 
 # the runtime commands live in their own module (fsm.cli_runtime)

@@ -31,5 +31,6 @@ def configure(*, json_lines: bool = False, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("apscheduler", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # a tick still running when the next is due is skipped by design (max_instances=1)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)

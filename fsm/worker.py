@@ -48,12 +48,15 @@ class BackendLike(Protocol):
     name: str
     lifecycles: frozenset[str]
     commands: frozenset[str]
+    releases: bool
 
     def observe_safely(self, entities: Sequence[EntityRow], now: datetime) -> list[Observation]: ...
 
     def execute(
         self, entity: EntityRow, command: str, arguments: Mapping[str, Any], now: datetime
     ) -> CommandResultLike: ...
+
+    def release(self, entity: EntityRow, now: datetime) -> None: ...
 
 
 class WorkerListener:
@@ -264,6 +267,7 @@ class Worker:
             batch.flush()
             queue.finish_refresh(uow, self.id, marks)
         engine.committed(batch)
+        self._release_finished(batch.transitions)
         if self.listener:
             self.listener.released(self.id, list(ours), engine.clock())
         stats.transitions = len(batch.transitions)
@@ -339,6 +343,21 @@ class Worker:
         )
         return RefreshMark(row.id, now + timedelta(seconds=delay), failures)
 
+    def _release_finished(self, transitions: Sequence[Any]) -> None:
+        """Let backends free what entities that just ended on their own still hold."""
+        by_version = {lc.version: lc for lc in self.engine.lifecycles.values()}
+        for t in transitions:
+            lifecycle = by_version.get(t.definition_version)
+            if lifecycle is None or t.to_state not in lifecycle.terminal:
+                continue
+            backend = self.routes.get(lifecycle.name)
+            if backend is None or not backend.releases:
+                continue
+            try:
+                backend.release(self.engine.get(t.entity_id), self.engine.clock())
+            except Exception:  # a cleanup failure must not stop the loop
+                log.exception("releasing %s failed", t.entity_id)
+
     # -- deadlines ---------------------------------------------------------------------------
 
     def fire_timeouts(self, limit: int = 500) -> int:
@@ -371,6 +390,7 @@ class Worker:
                     log.warning("time limit of %s not applied: %s", row.id, outcome.error)
             batch.flush()
         engine.committed(batch)
+        self._release_finished(batch.transitions)
         return len(batch.transitions)
 
     # -- commands ----------------------------------------------------------------------------

@@ -428,7 +428,7 @@ def test_status_of_an_empty_database(engine: Engine, db_url: str) -> None:
 def test_demo_runs_twice_and_ends_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     for _ in range(2):  # the second run deletes and recreates the demo database
-        code, out, err = run("demo")
+        code, out, err = run("demo", "--scripted")
         assert code == 0, err
         assert "refused as expected" in out
         assert "demo-svc-slow: ping_failed: STARTING -> TIMEOUT" in out
