@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import keyword
+import math
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -20,6 +21,7 @@ ANY_STATE = "*"
 SAME_STATE = "="  # as a destination: stay where you are (an observation that changes nothing)
 DEFAULT_TIME_LIMIT_EVENT = "time_limit"
 BUILTIN_GUARDS = frozenset({"time_limit_exceeded"})
+MAX_SECONDS = 10 * 365 * 24 * 3600.0  # longer limits or intervals are mistakes, and overflow
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$")
 _TRIGGER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
@@ -152,7 +154,7 @@ class _Parser:
                 "?", ["a definition must be a mapping with name, states, transitions"]
             )
         name = raw.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             self.problem(f"name must be an identifier-like string, got {name!r}")
             name = str(name)
         for key in sorted(set(raw) - _TOP_KEYS, key=str):
@@ -198,7 +200,7 @@ class _Parser:
             self.problem(f"states[{index}] must be a mapping or a name")
             return None
         name = item.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             self.problem(f"states[{index}] has an invalid name {name!r}")
             return None
         for key in sorted(set(item) - _STATE_KEYS, key=str):
@@ -209,7 +211,7 @@ class _Parser:
         refresh = self._seconds(item, "refresh", f"state {name!r}")
         on_time_limit = item.get("on_time_limit")
         if on_time_limit is not None and not (
-            isinstance(on_time_limit, str) and _TRIGGER.match(on_time_limit)
+            isinstance(on_time_limit, str) and _TRIGGER.fullmatch(on_time_limit)
         ):
             self.problem(f"state {name!r}: on_time_limit must be a trigger name")
             on_time_limit = None
@@ -237,8 +239,11 @@ class _Parser:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             self.problem(f"{where}: {key} must be a positive number of seconds, got {value!r}")
             return None
-        if value != value or value == float("inf"):
+        if isinstance(value, float) and not math.isfinite(value):
             self.problem(f"{where}: {key} must be finite")
+            return None
+        if value > MAX_SECONDS:  # big ints are compared exactly, never converted
+            self.problem(f"{where}: {key} must be at most {MAX_SECONDS:.0f} s (ten years)")
             return None
         return float(value)
 
@@ -288,7 +293,7 @@ class _Parser:
             self.problem(f"{where} must be a mapping with trigger, source, dest")
             return None
         trigger = item.get("trigger")
-        if not isinstance(trigger, str) or not _TRIGGER.match(trigger):
+        if not isinstance(trigger, str) or not _TRIGGER.fullmatch(trigger):
             self.problem(f"{where}: trigger must be an identifier, got {trigger!r}")
             return None
         if keyword.iskeyword(trigger) or trigger in _RESERVED_TRIGGERS:
@@ -321,8 +326,8 @@ class _Parser:
         for guard in (*guards, *unless):
             if guard not in self.known_guards:
                 self.problem(f"{where}: unknown guard {guard!r}")
-        sources = list(dict.fromkeys(sources))
-        return TransitionSpec(trigger, tuple(sources), dest, guards, unless, after)
+        # the order of sources means nothing: sorted, so the version does not depend on it
+        return TransitionSpec(trigger, tuple(sorted(set(sources))), dest, guards, unless, after)
 
     # -- graph ---------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from sqlalchemy import inspect
 
 from fsm.clock import Clock, utc_now
 from fsm.context import EventContext
+from fsm.definition import MAX_SECONDS
 from fsm.errors import CallbackError, FsmError, InvalidEvent, UnknownLifecycle
 from fsm.events import BatchResult, Event, NewEntity, Outcome
 from fsm.lifecycle import HookFailed, Lifecycle
@@ -398,13 +399,22 @@ class Engine:
     def _deadline(
         self, lifecycle: Lifecycle, state: str, entered: datetime, data: Mapping[str, Any]
     ) -> datetime | None:
+        """The state's time limit from `entered`; entity data may change the limit of a state
+        that has one (`{"time_limits": {"RUNNING": 300}}`), never give one to a state without
+        (it would have no event to fire)."""
         limit = lifecycle.states[state].time_limit
+        if limit is None:
+            return None
         overrides = data.get("time_limits")
         if isinstance(overrides, Mapping):
             custom = overrides.get(state)
-            if isinstance(custom, (int, float)) and not isinstance(custom, bool) and custom > 0:
+            if (
+                isinstance(custom, (int, float))
+                and not isinstance(custom, bool)
+                and 0 < custom <= MAX_SECONDS
+            ):
                 limit = float(custom)
-        return None if limit is None else entered + timedelta(seconds=limit)
+        return entered + timedelta(seconds=limit)
 
     def refresh_interval(self, lifecycle: str, state: str) -> float:
         """Seconds between two observations of an entity in `state` (scaled by refresh_scale)."""

@@ -146,3 +146,11 @@ def test_counts_and_fired_moves_are_annotated() -> None:
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown diagram format"):
         render(builtin_lifecycles()["service"], "png")  # type: ignore[arg-type]
+
+
+def test_the_readme_shows_the_current_service_diagram() -> None:
+    """The README embeds the service diagram: it must be the generated one."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    embedded = readme.split("```mermaid\n", 1)[1].split("```", 1)[0]
+    assert embedded == (root / "diagrams" / "service.mmd").read_text(encoding="utf-8")
