@@ -4,6 +4,10 @@ set -euo pipefail
 
 need_apt=()
 command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
+command -v slurmctld >/dev/null 2>&1 || need_apt+=(slurm-wlm)
+command -v munged >/dev/null 2>&1 || need_apt+=(munge)
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "components: installing ${need_apt[*]} from Debian" >&2
     apt-get update -qq
@@ -25,3 +29,15 @@ elif [ "${CI:-}" = "true" ]; then
 else
     echo "components: PostgreSQL is not reachable; its tests will be skipped" >&2
 fi
+
+# A real single-node Slurm cluster, and a real sshd on 127.0.0.1 for the SSH transport.
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+for script in slurm-up.sh sshd-up.sh; do
+    if ! bash "$here/scripts/$script"; then
+        if [ "${CI:-}" = "true" ]; then
+            echo "components: scripts/$script failed and CI needs it" >&2
+            exit 1
+        fi
+        echo "components: scripts/$script failed; those tests will be skipped" >&2
+    fi
+done
