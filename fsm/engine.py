@@ -140,6 +140,20 @@ class StagedBatch:
             self.transitions.append(transition)
         return Outcome(event, head.state, head.version, transition)
 
+    def merge_data(self, entity_id: str, data: Mapping[str, Any]) -> bool:
+        """Record data with no event (e.g. a tunnel was closed); True if anything changed."""
+        head = self.head(entity_id)
+        if head is None:
+            raise EntityNotFound(entity_id)
+        _check_json(data, "data")
+        merged = {**head.data, **data}
+        if merged == head.data:
+            return False
+        head.data = merged
+        head.data_changed = True
+        head.version += 1
+        return True
+
     def flush(self) -> None:
         """Write every changed head and the staged transitions (still inside the transaction)."""
         heads = self.heads.values()

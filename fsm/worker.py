@@ -218,21 +218,28 @@ class Worker:
     def refresh(self) -> TickStats:
         """Refresh due entities, batch after batch, until none is due (bounded per tick)."""
         total = TickStats()
+        due_by = self.engine.clock()  # what falls due during this tick waits for the next one
         for _ in range(self.settings.max_batches_per_tick):
-            stats = self.refresh_batch()
+            stats = self.refresh_batch(due_by)
             if stats is None:
                 break
             total.add(stats)
         return total
 
-    def refresh_batch(self) -> TickStats | None:
+    def refresh_batch(self, due_by: datetime | None = None) -> TickStats | None:
         """Claim, observe and record one batch; None when nothing was due."""
         engine, settings = self.engine, self.settings
         started = engine.clock()
         lease_until = started + timedelta(seconds=settings.lease_seconds)
         with engine.store.transaction() as uow:
             claims = queue.claim_due(
-                uow, self.id, started, lease_until, settings.batch_size, sorted(self.routes)
+                uow,
+                self.id,
+                started,
+                lease_until,
+                settings.batch_size,
+                sorted(self.routes),
+                due_by=due_by,
             )
         if not claims:
             return None
@@ -300,6 +307,8 @@ class Worker:
         self, batch: Any, observation: Observation, now: datetime, stats: TickStats
     ) -> None:
         source = self.routes[batch.rows[observation.entity_id].lifecycle].name
+        if not observation.events and observation.data:
+            batch.merge_data(observation.entity_id, observation.data)
         last = len(observation.events) - 1
         for i, name in enumerate(observation.events):
             outcome: Outcome = batch.add(
@@ -492,6 +501,8 @@ class Worker:
             payload = {**arguments, **(result.payload or {})}
         with engine.store.transaction() as uow:
             batch = engine.stage(uow, uow.lock_entities([entity_id]))
+            if not events and data:
+                batch.merge_data(entity_id, data)
             outcomes = [
                 batch.add(
                     Event(entity_id, name, payload, source, now, data=data if i == 0 else None)

@@ -37,11 +37,12 @@ def claim_due(
     lease_until: datetime,
     limit: int,
     lifecycles: Sequence[str] | None = None,
+    due_by: datetime | None = None,
 ) -> list[Claim]:
-    """Lease up to `limit` entities whose refresh is due and that nobody else holds."""
+    """Lease up to `limit` entities due by `due_by` (default `now`) that nobody else holds."""
     hot, ph = uow.hot, uow.hot.codec.placeholder
     out = hot.codec.time_out
-    params: list[Any] = [out(now), out(now)]
+    params: list[Any] = [out(due_by or now), out(now)]
     only = ""
     if lifecycles:
         only = f" AND lifecycle IN ({', '.join(ph for _ in lifecycles)})"

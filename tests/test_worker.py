@@ -226,3 +226,44 @@ def test_entities_created_later_are_picked_up(fast_engine: Engine, clock: Manual
     assert worker.refresh().claimed == 0
     fast_engine.create_many([NewEntity("service", sim.service_data("late"), "late")])
     assert worker.refresh().claimed == 1
+
+
+class DataOnly(SimBackend):
+    """Reports data without events (e.g. a tunnel's new port)."""
+
+    def observe(self, entities, now):  # type: ignore[no-untyped-def]
+        return [Observation(e.id, data={"tunnel_port": 4242}, observed_at=now) for e in entities]
+
+
+def test_data_without_events_is_recorded_without_a_transition(
+    fast_engine: Engine, clock: ManualClock
+) -> None:
+    sid = fast_engine.create("service").id
+    Worker(fast_engine, [DataOnly()]).refresh()
+    entity = fast_engine.get(sid)
+    assert entity.data["tunnel_port"] == 4242
+    assert (entity.version, entity.seq, entity.state) == (2, 0, "SUBMITTED")
+    assert fast_engine.history(sid) == []
+
+
+class SlowFailing(SimBackend):
+    """Every call fails, and takes longer than the backoff it causes."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def observe(self, entities, now):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        self.clock.advance(5)
+        return [Observation.failed(e.id, FailureKind.TIMEOUT, "slow") for e in entities]
+
+
+def test_a_tick_never_claims_what_fell_due_during_it(
+    fast_engine: Engine, clock: ManualClock
+) -> None:
+    sim = SlowFailing(clock)
+    populate(fast_engine, SimBackend(), services=30)
+    worker = Worker(fast_engine, [sim], settings=WorkerSettings(batch_size=10, max_backoff=0.1))
+    stats = worker.refresh()
+    assert stats.claimed == 30 and sim.calls == 3  # each entity once, then the tick ends
