@@ -110,7 +110,12 @@ def _sqlite_begin(conn: Connection) -> None:
     # Writers take the write lock up front (no deadlock-prone lock upgrades); readers take a
     # deferred snapshot so that `fsm status` never blocks a running worker.
     read_only = conn.get_execution_options().get(READ_ONLY, False)
-    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    statement = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+    # On the driver itself: an SQLAlchemy execution context costs more than the BEGIN.
+    try:
+        conn.connection.driver_connection.execute(statement)  # type: ignore[union-attr]
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
 
 
 def open_engine(url: str) -> Engine:

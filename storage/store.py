@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -10,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from storage.database import READ_ONLY, open_engine, redacted, resolve_url, translate, translated
 from storage.errors import DuplicateEntity, StorageError, VersionConflict
@@ -36,6 +37,38 @@ class UnitOfWork:
         self._conn = connection
         self._hot = hot
         self._lock_rows = lock_rows
+        self._cursor: Any = None
+
+    def _driver(self, sql: str, params: Any, *, many: bool = False) -> Any:
+        """Run a hot-path statement on the DBAPI cursor of this transaction's connection.
+
+        An SQLAlchemy execution context (result metadata, events, parameter processing) costs
+        more per statement than SQLite's own work for a one-row write, and the hot statements
+        need none of it. Driver errors are wrapped as SQLAlchemy would wrap them, so
+        `Store.transaction` translates them as before.
+        """
+        cursor = self._cursor
+        if cursor is None:
+            driver = self._conn.connection.driver_connection
+            assert driver is not None  # a checked-out connection always has one
+            cursor = self._cursor = driver.cursor()
+        try:
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
+        except Exception as exc:
+            dialect = self._conn.dialect
+            base = dialect.loaded_dbapi.Error
+            if not isinstance(exc, base):
+                raise
+            lost = dialect.is_disconnect(exc, self._conn.connection.dbapi_connection, cursor)
+            if lost:
+                self._conn.invalidate(exc)
+            raise DBAPIError.instance(
+                sql, params, exc, base, connection_invalidated=lost, dialect=dialect
+            ) from exc
+        return cursor
 
     @property
     def connection(self) -> Connection:
@@ -62,7 +95,7 @@ class UnitOfWork:
             raise DuplicateEntity(min(taken))
         if rows:
             params = [self._hot.entity_params(r) for r in rows]
-            self._conn.exec_driver_sql(self._hot.insert_entity, params)
+            self._driver(self._hot.insert_entity, params, many=True)
 
     def ensure_definition(
         self, name: str, version: str, body: dict[str, Any], now: datetime
@@ -92,7 +125,7 @@ class UnitOfWork:
             chunk = wanted[start : start + _LOCK_CHUNK]
             sql, as_array = hot.select_by_ids(len(chunk), lock=self._lock_rows)
             params: Any = (chunk,) if as_array else tuple(chunk)
-            for values in self._conn.exec_driver_sql(sql, params):
+            for values in self._driver(sql, params).fetchall():
                 row = hot.entity_from(values)
                 found[row.id] = row
         return found
@@ -110,13 +143,18 @@ class UnitOfWork:
             if not group:
                 continue
             params = [hot.update_params(u) for u in group]
-            arg: Any = params[0] if len(params) == 1 else params
-            matched = self._conn.exec_driver_sql(sql, arg).rowcount
+            if len(params) == 1:
+                matched = self._driver(sql, params[0]).rowcount
+            else:
+                matched = self._driver(sql, params, many=True).rowcount
             if matched != len(params):
                 self._raise_conflict(group)
         if transitions:
             rows = [hot.transition_params(t) for t in transitions]
-            self._conn.exec_driver_sql(hot.insert_transition, rows)
+            if len(rows) == 1:
+                self._driver(hot.insert_transition, rows[0])
+            else:
+                self._driver(hot.insert_transition, rows, many=True)
 
     def _raise_conflict(self, updates: Sequence[EntityUpdate]) -> None:
         current = {
@@ -142,11 +180,19 @@ class Store:
         self.engine = open_engine(self.url)
         self.dialect = self.engine.dialect.name
         self._hot = HotSql(self.dialect)
+        self._local = threading.local()
+        self._writers: list[Connection] = []
+        self._writers_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Store({redacted(self.url)!r})"
 
     def close(self) -> None:
+        with self._writers_lock:
+            writers, self._writers = self._writers, []
+        for conn in writers:
+            conn.close()
+        self._local = threading.local()
         self.engine.dispose()
 
     def migrate(self) -> None:
@@ -159,10 +205,31 @@ class Store:
     def transaction(self) -> Iterator[UnitOfWork]:
         """One database transaction: committed when the block ends, rolled back if it raises."""
         try:
-            with self.engine.begin() as conn:
-                yield UnitOfWork(conn, self._hot, lock_rows=self.dialect != "sqlite")
+            if self.dialect != "sqlite":
+                with self.engine.begin() as conn:
+                    yield UnitOfWork(conn, self._hot, lock_rows=True)
+                return
+            conn = self._writer()
+            try:
+                with conn.begin():
+                    yield UnitOfWork(conn, self._hot, lock_rows=False)
+            except BaseException:
+                if conn.invalidated:
+                    self._local.writer = None
+                    conn.close()
+                raise
         except SQLAlchemyError as exc:
             raise translate(exc, self.url) from exc
+
+    def _writer(self) -> Connection:
+        """This thread's SQLite write connection, kept checked out between transactions: the
+        pool's checkout, reset-on-return and check-in cost more than a one-row commit."""
+        conn: Connection | None = getattr(self._local, "writer", None)
+        if conn is None or conn.closed:
+            conn = self._local.writer = self.engine.connect()
+            with self._writers_lock:
+                self._writers.append(conn)
+        return conn
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
