@@ -24,7 +24,9 @@ from fsm.errors import (
 from fsm.events import BatchResult, Event, NewEntity, Outcome
 from fsm.lifecycle import Lifecycle
 from fsm.lifecycles import BUILTIN_NAMES, builtin_definition
+from fsm.observation import FailureKind, Observation
 from fsm.verify import Violation
+from fsm.worker import TickStats, Worker, WorkerSettings
 from storage import EntityRow as Entity
 from storage import Store
 from storage import TransitionRow as Transition
@@ -45,21 +47,26 @@ __all__ = [
     "EntityNotFound",
     "Event",
     "EventContext",
+    "FailureKind",
     "FsmError",
     "Guard",
     "InvalidEvent",
     "Lifecycle",
     "ManualClock",
     "NewEntity",
+    "Observation",
     "Outcome",
     "StateSpec",
     "StorageError",
     "Store",
+    "TickStats",
     "Transition",
     "TransitionSpec",
     "UnknownLifecycle",
     "VersionConflict",
     "Violation",
+    "Worker",
+    "WorkerSettings",
     "builtin_definition",
     "load_definition",
     "utc_now",

