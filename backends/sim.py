@@ -95,6 +95,7 @@ class SimBackend(Backend):
         fates: Sequence[str] = SERVICE_FATES,
         host_failure_rate: float = 0.0,
         operation_seconds: float = 2.0,
+        operation_failure_rate: float = 0.2,
     ) -> None:
         unknown = set(fates) - set(SERVICE_FATES)
         if unknown or not fates:
@@ -103,6 +104,7 @@ class SimBackend(Backend):
             ("fault_rate", fault_rate),
             ("batch_fault_rate", batch_fault_rate),
             ("host_failure_rate", host_failure_rate),
+            ("operation_failure_rate", operation_failure_rate),
         ):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {rate}")
@@ -115,6 +117,7 @@ class SimBackend(Backend):
         self.fates = tuple(fates)
         self.host_failure_rate = host_failure_rate
         self.operation_seconds = operation_seconds
+        self.operation_failure_rate = operation_failure_rate
         self.calls = 0  # observe calls made: one per batch
 
     @classmethod
@@ -127,6 +130,7 @@ class SimBackend(Backend):
             "fates",
             "host_failure_rate",
             "operation_seconds",
+            "operation_failure_rate",
         }
         unknown = set(config) - allowed - {"kind", "lifecycles"}
         if unknown:
@@ -228,7 +232,7 @@ class SimBackend(Backend):
         return (HOST_COMMANDS[command],) if command in HOST_COMMANDS else ()
 
     def _operation_fails(self, entity_id: str) -> bool:
-        return _rng(self.seed, "operation", entity_id).random() < 0.2
+        return _rng(self.seed, "operation", entity_id).random() < self.operation_failure_rate
 
     def _operation_events(self, entity: Entity, t: float) -> tuple[str, ...]:
         duration = self.operation_seconds * self.time_scale

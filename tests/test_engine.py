@@ -82,7 +82,11 @@ def test_fire_records_state_version_and_history_together(engine: Engine) -> None
     assert (got.state, got.version, got.seq) == ("PENDING", 2, 1)
     [t] = engine.history(s.id)
     assert (t.seq, t.from_state, t.to_state, t.event, t.source) == (
-        1, "SUBMITTED", "PENDING", "job_pending", "backend",
+        1,
+        "SUBMITTED",
+        "PENDING",
+        "job_pending",
+        "backend",
     )
     assert t.payload == {"reason": "queued"}
     assert t.definition_version == engine.lifecycle("service").version
@@ -182,8 +186,13 @@ def test_batch_isolates_failures_per_event(engine: Engine, hooks: Hooks) -> None
     )
     kinds = [type(o.error).__name__ if o.error else o.state for o in result.outcomes]
     assert kinds == [
-        "PENDING", "InvalidEvent", "VersionConflict", "EntityNotFound", "CallbackError",
-        "FsmError", "STARTING",
+        "PENDING",
+        "InvalidEvent",
+        "VersionConflict",
+        "EntityNotFound",
+        "CallbackError",
+        "FsmError",
+        "STARTING",
     ]
     assert engine.get(good.id).state == "STARTING"
     assert [h.seq for h in engine.history(good.id)] == [1, 2]

@@ -31,7 +31,6 @@ from tests.azure_support import TOKEN
 from tests.fake_arm import FakeArm
 from tests.mlos_support import (
     APP,
-    REMOTE,
     azure_service,
     composite,
     environment,
@@ -150,37 +149,74 @@ def test_old_vm_ops_protocol(tmp_path: Path) -> None:
         service.close()
 
 
-def test_host_env_alone_over_the_simulator(tmp_path: Path) -> None:
-    service = sim_service(tmp_path)
-    env = environment(HostEnv, service, {"const_args": {"vmName": "h1"}})
+@pytest.fixture(params=["sim", "azure"])
+def either(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EngineHostService]:
+    """The simulator's service, then AzureVMService on the fake ARM."""
+    if request.param == "sim":
+        service: EngineHostService = sim_service(tmp_path)
+    else:
+        request.getfixturevalue("token")
+        service = azure_service(request.getfixturevalue("arm"), tmp_path)
+    yield service
+    service.close()
+
+
+def _key(service: EngineHostService, vm: str) -> str:
+    return service._host_key({"vmName": vm})
+
+
+def test_host_env_alone(either: EngineHostService) -> None:
+    env = environment(HostEnv, either, {"const_args": {"vmName": "h1"}})
     with env as ctx:
         assert ctx.setup(TunableGroups())
         ctx.teardown()
-    engine = service.engine
-    host = service.hosts.current_host("sim:h1")
+    engine = either.engine
+    host = either.hosts.current_host(_key(either, "h1"))
     assert host is not None and host.state == "DEPROVISIONED"
+    source = either.hosts.backend.name
     assert events(engine, host.id) == [
         ("provision", "PROVISIONING", "user"),
-        ("running", "RUNNING", "sim"),
+        ("running", "RUNNING", source),
         ("deprovision", "DEPROVISIONING", "user"),
-        ("deleted", "DEPROVISIONED", "sim"),
+        ("deleted", "DEPROVISIONED", source),
     ]
     assert engine.verify() == []
-    service.close()
 
 
-def test_os_env_alone_over_the_simulator(tmp_path: Path) -> None:
-    service = sim_service(tmp_path)
-    env = environment(OSEnv, service, {"const_args": {"vmName": "o1"}})
+def test_os_env_alone(either: EngineHostService) -> None:
+    if not either.START_PROVISIONS:  # an Azure VM must exist before the OS can start
+        _, result = either.provision_host({"vmName": "o1"})
+        assert either.wait_host_deployment(result, is_setup=True)[0] is Status.SUCCEEDED
+    env = environment(OSEnv, either, {"const_args": {"vmName": "o1"}})
     with env as ctx:
         assert ctx.setup(TunableGroups())
         ctx.teardown()
-    host = service.hosts.current_host("sim:o1")
+    host = either.hosts.current_host(_key(either, "o1"))
     assert host is not None and host.state == "STOPPED"
-    assert [e for e, _, _ in events(service.engine, host.id)] == [
+    assert [e for e, _, _ in events(either.engine, host.id)] == [
         "provision", "running", "shutdown", "stopped",
     ]  # fmt: skip
-    service.close()
+
+
+def test_remote_env_alone(either: EngineHostService) -> None:
+    status, result = either.provision_host({"vmName": "r1"})
+    assert either.wait_host_deployment(result, is_setup=True)[0] is Status.SUCCEEDED
+    env = environment(RemoteEnv, either, {"const_args": {"vmName": "r1"}, "wait_boot": True, **APP})
+    with env as ctx:
+        assert ctx.setup(TunableGroups())
+        status, _, output = ctx.run()
+        ctx.teardown()
+    assert status is Status.SUCCEEDED
+    host = either.hosts.current_host(_key(either, "r1"))
+    assert host is not None
+    ops = [
+        o
+        for o in either.engine.list_entities(lifecycle="operation", parent_id=host.id)
+        if o.data.get("command") in ("exec", "run_command")
+    ]
+    assert len(ops) == 3 and {o.state for o in ops} == {"SUCCEEDED"}
+    if either.hosts.backend.name == "azure":  # the fake ARM runs the script; the simulator not
+        assert output == {"score": 42}
 
 
 def test_remote_env_alone_on_this_machine(tmp_path: Path) -> None:
@@ -308,28 +344,6 @@ def test_azure_wait_that_runs_out_records_timed_out(
             op = service.engine.get(op.id)
         assert op.state == "TIMED_OUT"
         assert service.engine.history(op.id)[-1].event == "time_limit"
-    finally:
-        service.close()
-
-
-def test_remote_env_with_wait_boot_over_the_fake_arm(
-    tmp_path: Path,
-    arm: FakeArm,
-    token: None,
-) -> None:
-
-    service = azure_service(arm, tmp_path)
-    try:
-        _, result = service.provision_host({"vmName": "rw"})
-        assert service.wait_host_deployment(result, is_setup=True)[0] is Status.SUCCEEDED
-        env = environment(
-            RemoteEnv, service, {"const_args": {"vmName": "rw"}, "wait_boot": True, **APP}
-        )
-        with env as ctx:
-            assert ctx.setup(TunableGroups())
-            assert ctx.run()[2] == {"score": 42}
-            ctx.teardown()
-        assert REMOTE.endswith("RemoteEnv")
     finally:
         service.close()
 

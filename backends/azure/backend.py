@@ -1,0 +1,319 @@
+"""Azure VMs as hosts, and the ARM long-running operations that change them as operations.
+
+Observing is batched: one `list_all(statusOnly=true)` per cycle gives every VM's instance view
+in the subscription (the resource-group listing only expands instance views together with a
+VMSS `$filter`, so it cannot serve here), and each operation entity is polled one step from its
+persisted continuation token. Every failure to observe (429, 5xx after the SDK's retries,
+garbage) is a failed observation: the entities keep their states and are polled again later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from azure.core.exceptions import (
+    AzureError,
+    DecodeError,
+    HttpResponseError,
+    ServiceRequestTimeoutError,
+    ServiceResponseTimeoutError,
+)
+from azure.core.pipeline import PipelineResponse
+from azure.core.polling.base_polling import BadResponse
+from azure.mgmt.compute import ComputeManagementClient
+
+from backends.azure.client import make_client
+from backends.azure.credentials import make_credential
+from backends.azure.instance_view import EXPECT_EXISTS, Listing, VmKey, host_events, parse_listing
+from backends.azure.operations import (
+    HOST_COMMANDS,
+    RUN_COMMAND,
+    Target,
+    begin,
+    run_command_body,
+)
+from backends.azure.polling import StepPolling, StepStatus, describe_token, settle
+from backends.azure.run_results import RunResult, read_run_result
+from backends.azure.settings import AzureSettings
+from backends.base import Backend, CommandFailed, CommandResult
+from fsm import Entity
+from fsm.observation import FailureKind, Observation
+
+log = logging.getLogger(__name__)
+
+
+class AzureBackend(Backend):
+    """Hosts are VMs (entity data `{"azure": {"resource_group", "vm_name"}}`); operations carry
+    one ARM call each (data `{"command", "azure": {...}}`, then its continuation token).
+
+    Host commands only record the intent: the ARM call is made by the operation entity's
+    `start` command (see `backends.hostctl.HostControl`), so it is persisted with its token.
+    """
+
+    name = "azure"
+    lifecycles = frozenset({"host", "operation"})
+    #: host commands are carried out by operation entities, started by their `start` command
+    host_operations = True
+    starts_operations = True
+
+    def __init__(
+        self,
+        settings: AzureSettings,
+        *,
+        client: ComputeManagementClient | None = None,
+        credential: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._credential = credential if credential is not None else make_credential(settings)
+        self.client = client or make_client(settings, self._credential)
+        self._sleep = sleep
+        self.list_calls = 0  # one per observed batch of hosts
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> AzureBackend:
+        return cls(AzureSettings.from_config(config))
+
+    def close(self) -> None:
+        self.client.close()
+        closer = getattr(self._credential, "close", None)
+        if callable(closer):
+            closer()
+
+    # -- observing ---------------------------------------------------------------------------
+
+    def observe(self, entities: Sequence[Entity], now: datetime) -> list[Observation]:
+        hosts = [e for e in entities if e.lifecycle == "host"]
+        found = [
+            Observation.failed(e.id, FailureKind.MISSING, f"azure drives no {e.lifecycle}")
+            for e in entities
+            if e.lifecycle not in self.lifecycles
+        ]
+        if hosts:
+            found += self._observe_hosts(hosts, now)
+        found += [self._observe_operation(e, now) for e in entities if e.lifecycle == "operation"]
+        return found
+
+    def _observe_hosts(self, hosts: Sequence[Entity], now: datetime) -> list[Observation]:
+        keyed: list[tuple[Entity, VmKey]] = []
+        found: list[Observation] = []
+        for host in hosts:
+            try:
+                target = Target.from_data(host.data)
+            except ValueError as exc:
+                found.append(Observation.failed(host.id, FailureKind.MISSING, str(exc)))
+                continue
+            keyed.append((host, (target.resource_group.lower(), target.vm_name.lower())))
+        if not keyed:
+            return found
+        try:
+            listing = self._list_vms()
+        except Exception as exc:
+            return found + [failure(host.id, exc) for host, _ in keyed]
+        for host, key in keyed:
+            view = listing.vms.get(key)
+            if view is None and not listing.complete and host.state in EXPECT_EXISTS:
+                found.append(
+                    Observation.failed(
+                        host.id, FailureKind.GARBAGE, "the listing had unreadable entries"
+                    )
+                )
+                continue
+            payload = (
+                {"provisioning": view.provisioning, "power": view.power}
+                if view is not None
+                else {"listed": False}
+            )
+            found.append(Observation(host.id, host_events(view, host.state), payload, None, now))
+        return found
+
+    def _list_vms(self) -> Listing:
+        """One listing of the subscription's VMs with their instance views (all pages)."""
+        pages: list[str] = []
+
+        def keep(response: PipelineResponse[Any, Any]) -> None:
+            if response.http_response.status_code == 200:
+                pages.append(response.http_response.text())
+
+        self.list_calls += 1
+        for _ in self.client.virtual_machines.list_all(status_only="true", raw_response_hook=keep):
+            pass
+        return parse_listing([json.loads(page) for page in pages])
+
+    def _observe_operation(self, op: Entity, now: datetime) -> Observation:
+        token = op.data.get("continuation_token")
+        if not isinstance(token, str) or not token:
+            # never submitted (or the submitter died before recording it): its time limit ends it
+            return Observation(op.id, (), {"submitted": False}, None, now)
+        try:
+            target = Target.from_data(op.data)
+            command = str(op.data.get("command"))
+            start = begin(self.client, command, target, {})
+            step = settle(
+                start(
+                    continuation_token=token, polling=StepPolling(self.settings.base_url, poll=True)
+                )
+            )
+            if step.status is StepStatus.RUNNING:
+                events = ("start",) if op.state == "PENDING" else ("progress",)
+                return Observation(op.id, events, {"status": step.reported}, None, now)
+            if step.status is StepStatus.CANCELED:
+                return Observation(op.id, ("cancel",), {"status": step.reported}, None, now)
+            if step.status is StepStatus.FAILED:
+                payload = {"status": step.reported, "error": step.error}
+                return Observation(op.id, ("fail",), payload, {"error": step.error}, now)
+            if command == RUN_COMMAND:
+                return self._run_command_outcome(op, target, now)
+            return Observation(op.id, ("succeed",), {"status": step.reported}, None, now)
+        except Exception as exc:
+            return failure(op.id, exc)
+
+    def _run_command_outcome(self, op: Entity, target: Target, now: datetime) -> Observation:
+        """A finished run command: its output and exit code decide succeed or fail."""
+        texts: list[str] = []
+
+        def keep(response: PipelineResponse[Any, Any]) -> None:
+            if response.http_response.status_code == 200:
+                texts.append(response.http_response.text())
+
+        assert target.run_command is not None
+        self.client.virtual_machine_run_commands.get_by_virtual_machine(
+            target.resource_group,
+            target.vm_name,
+            target.run_command,
+            expand="instanceView",
+            raw_response_hook=keep,
+        )
+        if not texts:
+            raise ValueError("the run command's instance view was not returned")
+        result: RunResult = read_run_result(json.loads(texts[-1]))
+        event = "succeed" if result.succeeded else "fail"
+        payload = {"exit_code": result.exit_code, "execution_state": result.execution_state}
+        return Observation(op.id, (event,), payload, result.to_data(), now)
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def execute(
+        self, entity: Entity, command: str, arguments: Mapping[str, Any], now: datetime
+    ) -> CommandResult:
+        if entity.lifecycle == "host" and command in HOST_COMMANDS:
+            if not isinstance(arguments.get("operation"), str):
+                raise CommandFailed(
+                    command,
+                    entity.id,
+                    "azure host commands are carried out by an operation entity "
+                    "(backends.hostctl.HostControl submits both)",
+                )
+            return CommandResult(events=(command,))
+        if entity.lifecycle == "operation" and command == "start":
+            return self._submit(entity, arguments, now)
+        raise CommandFailed(command, entity.id, f"azure has no {command!r} for {entity.lifecycle}")
+
+    def _submit(self, op: Entity, arguments: Mapping[str, Any], now: datetime) -> CommandResult:
+        """Send the operation's ARM request; record its continuation token (and nothing secret)."""
+        command = str(op.data.get("command"))
+        try:
+            target = Target.from_data(op.data)
+            call_arguments = self._call_arguments(op, command, arguments)
+            start = begin(self.client, command, target, call_arguments)
+        except (ValueError, TypeError) as exc:
+            raise CommandFailed("start", op.id, str(exc)) from exc
+        poller = self._with_throttle_retries(
+            op.id, lambda: start(polling=StepPolling(self.settings.base_url, poll=False))
+        )
+        token = poller.continuation_token()
+        data: dict[str, Any] = {"continuation_token": token, "submitted_at": now.isoformat()}
+        data.update({f"azure_{k}": v for k, v in describe_token(token).items()})
+        payload: dict[str, Any] = {"azure_command": command}
+        secrets = arguments.get("secrets")
+        if isinstance(secrets, Mapping):
+            payload["environment"] = sorted(str(k) for k in secrets)
+        return CommandResult(data=data, events=("start",), payload=payload)
+
+    def _call_arguments(
+        self, op: Entity, command: str, arguments: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        azure = op.data.get("azure")
+        location = (azure.get("location") if isinstance(azure, Mapping) else None) or (
+            self.settings.location
+        )
+        if command == "provision":
+            spec = arguments.get("spec")
+            if not isinstance(spec, Mapping):
+                raise ValueError("provision needs a VM spec (arguments['spec'])")
+            spec = dict(spec)
+            if location and not spec.get("location"):
+                spec["location"] = location
+            if not spec.get("location"):
+                raise ValueError("the VM spec has no location (and none is configured)")
+            return {"spec": spec}
+        if command == RUN_COMMAND:
+            script = arguments.get("script")
+            if not isinstance(script, list) or not all(isinstance(s, str) for s in script):
+                raise ValueError("a run command needs its script as a list of lines")
+            secrets = arguments.get("secrets") or {}
+            if not isinstance(secrets, Mapping):
+                raise ValueError("the script's environment must be a mapping")
+            if not location:
+                raise ValueError("a run command needs the VM's location")
+            timeout = int(arguments.get("timeout") or 3600)
+            return {"body": run_command_body(script, secrets, location=location, timeout=timeout)}
+        return {"force": bool(arguments.get("force", False))}
+
+    def _with_throttle_retries(self, op_id: str, call: Callable[[], Any]) -> Any:
+        """azure-core does not retry a POST answered 429; we do, honouring Retry-After."""
+        attempts = self.settings.command_retries + 1
+        for attempt in range(attempts):
+            try:
+                return call()
+            except HttpResponseError as exc:
+                if exc.status_code != 429 or attempt == attempts - 1:
+                    raise CommandFailed("start", op_id, _describe(exc)) from exc
+                wait = retry_after(exc) or self.settings.retry_backoff_factor * 2**attempt
+                self._sleep(min(wait, self.settings.max_retry_after))
+            except AzureError as exc:
+                raise CommandFailed("start", op_id, _describe(exc)) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def failure(entity_id: str, exc: BaseException) -> Observation:
+    """A failed observation for whatever went wrong talking to ARM; never a lifecycle event."""
+    detail = _describe(exc)
+    if isinstance(exc, HttpResponseError) and exc.status_code == 429:
+        return Observation.failed(
+            entity_id, FailureKind.THROTTLED, detail, retry_after=retry_after(exc)
+        )
+    if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)):
+        return Observation.failed(entity_id, FailureKind.TIMEOUT, detail)
+    if isinstance(exc, DecodeError) or isinstance(exc.__cause__, BadResponse):
+        return Observation.failed(entity_id, FailureKind.GARBAGE, detail)
+    if isinstance(exc, HttpResponseError):
+        return Observation.failed(
+            entity_id, FailureKind.ERROR, detail, retry_after=retry_after(exc)
+        )
+    if isinstance(exc, (ValueError, TypeError, KeyError, AttributeError, IndexError)):
+        return Observation.failed(entity_id, FailureKind.GARBAGE, detail)
+    return Observation.failed(entity_id, FailureKind.ERROR, detail)
+
+
+def retry_after(exc: HttpResponseError) -> float | None:
+    """Seconds from a Retry-After header (delta seconds only), if the response had one."""
+    headers = getattr(exc.response, "headers", None)
+    value = headers.get("Retry-After") if isinstance(headers, Mapping) else None
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < 86400 else None
+
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    text = str(getattr(exc, "message", None) or exc).splitlines()[0] if str(exc) else ""
+    prefix = f"HTTP {status}: " if status else ""
+    return f"{prefix}{type(exc).__name__}: {text}"[:500]
