@@ -352,6 +352,14 @@ class Worker:
         )
         return RefreshMark(row.id, now + timedelta(seconds=delay), failures)
 
+    def _refresh_first(self, row: EntityRow, now: datetime) -> bool:
+        if row.lifecycle not in self.routes or row.deadline_at is None:
+            return False
+        if row.next_refresh_at is None or row.next_refresh_at > now or row.lease_owner:
+            return False
+        grace = max(2 * self.engine.refresh_interval(row.lifecycle, row.state), 5.0)
+        return (now - row.deadline_at).total_seconds() < grace
+
     def _release_finished(self, transitions: Sequence[Any]) -> None:
         """Let backends free what entities that just ended on their own still hold."""
         by_version = {lc.version: lc for lc in self.engine.lifecycles.values()}
@@ -374,19 +382,14 @@ class Worker:
 
         Entities due for a refresh are left to the refresh first: an observation may show the
         state was left in time (e.g. the service became healthy while this worker was down).
+        That grace is bounded (`_refresh_first`), so an entity that is always due — its refresh
+        interval shorter than a refresh round trip — still times out.
         """
         engine = self.engine
         now = engine.clock()
         with engine.store.transaction() as uow:
             due = [
-                r
-                for r in queue.due_deadlines(uow, now, limit)
-                if not (
-                    r.lifecycle in self.routes
-                    and r.next_refresh_at is not None
-                    and r.next_refresh_at <= now
-                    and r.lease_owner is None
-                )
+                r for r in queue.due_deadlines(uow, now, limit) if not self._refresh_first(r, now)
             ]
             batch = engine.stage(uow, {r.id: r for r in due})
             for row in due:

@@ -267,3 +267,14 @@ def test_a_tick_never_claims_what_fell_due_during_it(
     worker = Worker(fast_engine, [sim], settings=WorkerSettings(batch_size=10, max_backoff=0.1))
     stats = worker.refresh()
     assert stats.claimed == 30 and sim.calls == 3  # each entity once, then the tick ends
+
+
+def test_an_always_due_entity_still_times_out(fast_engine: Engine, clock: ManualClock) -> None:
+    """Refresh-first grace is bounded: an entity never refreshed in time is timed out."""
+    op = fast_engine.create("operation", {"time_limits": {"PENDING": 5}})
+    worker = Worker(fast_engine, [Flaky(seed=1)])  # routed, and due for refresh all along
+    clock.advance(5.1)
+    assert worker.fire_timeouts() == 0  # just overdue and due for a refresh: refresh first
+    clock.advance(10)
+    assert worker.fire_timeouts() == 1
+    assert fast_engine.get(op.id).state == "TIMED_OUT"
