@@ -165,8 +165,9 @@ class SimBackend(Backend):
         """The state the engine must end in, from the plan and the recorded commands."""
         if entity.lifecycle == "service":
             plan = self.service_plan(entity.id)
-            stop_at = _seconds(entity.data.get("sim_stop_at"), entity.created_at)
-            if stop_at is not None and stop_at < plan.end:
+            # `sim_stop_at` is recorded only with an accepted stop: the stop won the race
+            # against whatever else the job was doing, so STOPPED is the truth
+            if _seconds(entity.data.get("sim_stop_at"), entity.created_at) is not None:
                 return "STOPPED"
             return {"fails": "FAILED"}.get(plan.fate, "TIMEOUT")
         if entity.lifecycle == "operation":

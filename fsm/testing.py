@@ -41,7 +41,7 @@ from hypothesis.stateful import (
 
 from fsm.clock import ManualClock
 from fsm.context import Callback, EventContext, Guard
-from fsm.definition import SAME_STATE, Definition, load_definition
+from fsm.definition import MAX_SECONDS, SAME_STATE, Definition, load_definition
 from fsm.engine import Engine
 from fsm.errors import CallbackError, DefinitionError, InvalidEvent
 from fsm.events import Event, Outcome
@@ -278,14 +278,22 @@ class _Kit:
 def _deadline(
     lifecycle: Lifecycle, state: str, entered: datetime, data: Mapping[str, Any]
 ) -> datetime | None:
-    """The documented rule: the state's time limit, or a positive `data["time_limits"][state]`."""
+    """The documented rule: a state with a time limit has a deadline, its limit replaced by a
+    positive `data["time_limits"][state]` of at most ten years; a state without a limit has
+    none, whatever the data says (it would have no event to fire)."""
     limit = lifecycle.states[state].time_limit
+    if limit is None:
+        return None
     overrides = data.get("time_limits")
     if isinstance(overrides, Mapping):
         custom = overrides.get(state)
-        if isinstance(custom, (int, float)) and not isinstance(custom, bool) and custom > 0:
+        if (
+            isinstance(custom, (int, float))
+            and not isinstance(custom, bool)
+            and 0 < custom <= MAX_SECONDS
+        ):
             limit = float(custom)
-    return None if limit is None else entered + timedelta(seconds=limit)
+    return entered + timedelta(seconds=limit)
 
 
 def _canaries(value: Any) -> bool:
