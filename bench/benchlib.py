@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 from transitions import Machine
 
-from fsm import Engine, NewEntity, Store
+from backends.sim import SimBackend, populate
+from fsm import Engine, Event, ManualClock, NewEntity, Store
 from fsm.definition import Definition
 from fsm.engine import DEFAULT_REFRESH_SECONDS
 from fsm.lifecycle import Lifecycle
@@ -197,6 +198,108 @@ def count_transitions(path: Path) -> int:
     with sqlite3.connect(path) as conn:
         (total,) = conn.execute("SELECT count(*) FROM transition").fetchone()
     return int(total)
+
+
+# -- simulated services for the refresh cycle ----------------------------------------------------
+
+SIM_SEED = 0
+# Simulated durations stretched 100x: a service queues 50..300 s, so at SETUP_AT every one is
+# still PENDING, and at CYCLE_AT about half of them have started running since (job_running,
+# then ping_ok or ping_failed: PENDING -> STARTING or HEALTHY) while the others stay PENDING.
+SIM_SCALE = 100.0
+SETUP_AT = 40.0  # seconds after creation: the state recorded in the template
+CYCLE_AT = 175.0  # seconds after creation: the refresh cycle measured
+SIM_ORIGIN = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def sim_backend() -> SimBackend:
+    return SimBackend(SIM_SEED, time_scale=SIM_SCALE)
+
+
+def sim_clock(seconds: float) -> ManualClock:
+    """A fixed clock `seconds` after the template's entities were created."""
+    return ManualClock(SIM_ORIGIN + timedelta(seconds=seconds))
+
+
+def build_sim_template(path: Path, count: int, chunk: int = 5000) -> list[str]:
+    """`count` sim services created at SIM_ORIGIN, then recorded PENDING at SETUP_AT (what a
+    refresh then observes for every one of them: job_pending), each due again 10 s later.
+
+    Setup, untimed: `populate` then one `Engine.apply` of job_pending per chunk (as the worker
+    would record it, source "sim"), rather than a whole refresh cycle, which costs more.
+    """
+    clock = sim_clock(0.0)
+    engine = Engine(sqlite_url(path), clock=clock)
+    try:
+        ids = populate(engine, sim_backend(), services=count, chunk=chunk)
+        clock.advance(SETUP_AT)
+        now = clock()
+        for start in range(0, count, chunk):
+            events = [Event(i, "job_pending", None, "sim", now) for i in ids[start : start + chunk]]
+            result = engine.apply(events)
+            if any(o.error is not None or o.state != "PENDING" for o in result.outcomes):
+                raise RuntimeError("the sim template did not record PENDING for every service")
+    finally:
+        engine.close()
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class SimPlan:
+    """What one refresh cycle at CYCLE_AT observes: per entity (in id order) the recorded state
+    and the events the sim reports; and what applying them does."""
+
+    steps: tuple[tuple[str, tuple[str, ...]], ...]
+    events: int  # events in all
+    transitions: int  # state changes they make
+    moved: int  # entities that change state at least once
+
+
+def sim_plan(path: Path, ids: Sequence[str], definition: Definition, chunk: int = 5000) -> SimPlan:
+    """The observations of the cycle, computed from the template (setup, untimed): the sim is
+    deterministic and keeps nothing per entity, so these are the events the cycle applies."""
+    sim = sim_backend()
+    now = sim_clock(CYCLE_AT)()
+    store = Store(sqlite_url(path))
+    steps: list[tuple[str, tuple[str, ...]]] = []
+    try:
+        for start in range(0, len(ids), chunk):
+            with store.transaction() as uow:  # the rows as the worker reads them
+                rows = uow.lock_entities(ids[start : start + chunk])
+            seen = {o.entity_id: o for o in sim.observe(list(rows.values()), now)}
+            for entity_id in sorted(rows):
+                observation = seen[entity_id]
+                if observation.failure is not None:
+                    raise RuntimeError(f"the sim failed to observe {entity_id}")
+                steps.append((rows[entity_id].state, observation.events))
+    finally:
+        store.close()
+    if len(steps) != len(ids):
+        raise RuntimeError("the sim template lost entities")
+    # What the events do, on the anchor's own machine; few distinct (state, events) pairs.
+    _machine, model = raw_machine(definition)
+    changes: dict[tuple[str, tuple[str, ...]], int] = {}
+    for step in set(steps):
+        state, events = step
+        model.state = state
+        count = 0
+        for name in events:
+            before = model.state
+            model.trigger(name)
+            count += model.state != before
+        changes[step] = count
+    transitions = sum(changes[step] for step in steps)
+    moved = sum(1 for step in steps if changes[step])
+    return SimPlan(tuple(steps), sum(len(e) for _, e in steps), transitions, moved)
+
+
+def replay(model: RawModel, steps: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+    """The refresh anchor: put the one model in each entity's recorded state, trigger its
+    observed events."""
+    for state, events in steps:
+        model.state = state
+        for name in events:
+            model.trigger(name)
 
 
 # -- the rules, precomputed for the anchors and the naive ORM route ----------------------------

@@ -1,7 +1,8 @@
 """Where the engine's time goes on the persist paths: cProfile plus the SQLite floor.
 
-    python bench/profile_hot.py                 # both paths, 100k entities, top 20 entries
+    python bench/profile_hot.py                 # the persist paths, 100k entities, top 20 entries
     python bench/profile_hot.py --only single   # Engine.fire only
+    python bench/profile_hot.py --only refresh  # one refresh cycle of sim services (the worker)
     python bench/profile_hot.py --cache-mib 64  # same, with PRAGMA cache_size raised (experiment)
 
 For each path it prints:
@@ -11,6 +12,11 @@ For each path it prints:
 - the floor: stdlib sqlite3 running the very statements the engine runs (BEGIN IMMEDIATE, the
   SELECT of the entity rows, the versioned UPDATE, the transition INSERT, COMMIT) with every
   parameter computed beforehand, i.e. what SQLite alone costs for the same work.
+
+The refresh path (`--only refresh`, not in the default run) profiles the second half of one
+refresh cycle of the `refresh_cycle_100k` benchmark (sim services, about half transitioning, the
+first half unprofiled to warm up) and also splits its time by phase of `Worker.refresh_batch`,
+next to the anchor's in-memory triggers for the same events.
 """
 
 from __future__ import annotations
@@ -28,17 +34,25 @@ from time import perf_counter
 from typing import Any
 
 from benchlib import (
+    CYCLE_AT,
     SERVICE,
+    MemoryStore,
     Rules,
     batch_event,
+    build_sim_template,
     build_template,
     copy_database,
     life_event,
+    raw_machine,
+    replay,
+    sim_backend,
+    sim_clock,
+    sim_plan,
     sqlite_url,
 )
 from sqlalchemy import event as sa_event
 
-from fsm import Engine, Event, Store
+from fsm import Engine, Event, Store, Worker, WorkerSettings
 from storage.database import _SQLITE_PRAGMAS
 from storage.hotsql import HotSql
 from storage.records import EntityUpdate, TransitionRow
@@ -63,11 +77,32 @@ def open_engine(path: Path, cache_mib: int) -> Engine:
     return Engine(store)
 
 
-def layers(stats: pstats.Stats, events: int) -> str:
-    totals = dict.fromkeys([name for name, _ in LAYERS] + ["other"], 0.0)
+REFRESH_LAYERS: tuple[tuple[str, Layer], ...] = (
+    ("sqlite3 C calls", lambda f, n: f == "~" and "sqlite3." in n),
+    ("sqlalchemy", lambda f, n: "/sqlalchemy/" in f),
+    ("backends (sim)", lambda f, n: "/backends/" in f),
+    ("fsm", lambda f, n: "/fsm/" in f),
+    ("storage", lambda f, n: "/storage/" in f),
+    ("json", lambda f, n: "/json/" in f or "_json." in n),
+)
+# The phases of Worker.refresh_batch: (label, file suffix, function name); cumulative time.
+PHASES = (
+    ("claim (SELECT due + lease UPDATE)", "storage/queue.py", "claim_due"),
+    ("observe (SimBackend, one call per batch)", "backends/base.py", "observe_safely"),
+    ("re-read + lock the claimed rows", "storage/store.py", "lock_entities"),
+    ("decide + stage the events", "fsm/worker.py", "_apply_observation"),
+    ("write heads + transitions", "fsm/engine.py", "flush"),
+    ("bookkeeping UPDATE (next refresh, lease)", "storage/queue.py", "finish_refresh"),
+    ("commits", "sqlalchemy/engine/default.py", "do_commit"),
+    ("whole refresh_batch", "fsm/worker.py", "refresh_batch"),
+)
+
+
+def layers(stats: pstats.Stats, events: int, table: tuple[tuple[str, Layer], ...] = LAYERS) -> str:
+    totals = dict.fromkeys([name for name, _ in table] + ["other"], 0.0)
     raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
     for (filename, _line, func), (_cc, _nc, own, *_rest) in raw.items():
-        for name, match in LAYERS:
+        for name, match in table:
             if match(filename, func):
                 totals[name] += own
                 break
@@ -80,7 +115,13 @@ def layers(stats: pstats.Stats, events: int) -> str:
     )
 
 
-def profiled(events: int, work: Callable[[], None], top: int) -> None:
+def profiled(
+    events: int,
+    work: Callable[[], object],
+    top: int,
+    table: tuple[tuple[str, Layer], ...] = LAYERS,
+    unit: str = "event",
+) -> pstats.Stats:
     gc.collect()
     profile = cProfile.Profile()
     started = perf_counter()
@@ -89,11 +130,27 @@ def profiled(events: int, work: Callable[[], None], top: int) -> None:
     profile.disable()
     elapsed = perf_counter() - started
     stats = pstats.Stats(profile)
-    print(f"  profiled: {elapsed / events * 1e6:.1f} us/event (profiler overhead included)")
+    print(f"  profiled: {elapsed / events * 1e6:.1f} us/{unit} (profiler overhead included)")
     print("  own time by layer:")
-    print(layers(stats, events))
+    print(layers(stats, events, table).replace("us/event", f"us/{unit}"))
     print(f"  top {top} by own time:")
     stats.sort_stats("tottime").print_stats(top)
+    return stats
+
+
+def phases(stats: pstats.Stats, entities: int) -> str:
+    """Cumulative time of each phase of Worker.refresh_batch, per entity."""
+    raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
+    found = dict.fromkeys([label for label, _, _ in PHASES], 0.0)
+    for (filename, _line, func), (_cc, _nc, _own, cumulative, *_rest) in raw.items():
+        for label, suffix, name in PHASES:
+            if func == name and filename.endswith(suffix):
+                found[label] += cumulative
+    whole = found[PHASES[-1][0]] or 1.0
+    return "\n".join(
+        f"    {label:<42} {seconds / entities * 1e6:8.1f} us/entity  {seconds / whole:6.1%}"
+        for label, seconds in found.items()
+    )
 
 
 def raw_connection(path: Path, cache_mib: int) -> sqlite3.Connection:
@@ -228,9 +285,54 @@ def batch(workdir: Path, entities: int, size: int, cache_mib: int, top: int) -> 
     conn.close()
 
 
+def refresh(workdir: Path, entities: int, batch_size: int, top: int) -> None:
+    print(
+        f"\n== refresh: one Worker.refresh cycle of {entities:,} sim services, batches of "
+        f"{batch_size} (the refresh_cycle_100k workload)"
+    )
+    template = workdir / "refresh-template.db"
+    ids = build_sim_template(template, entities)
+    definition = Engine(MemoryStore(), migrate=False).lifecycle(SERVICE).definition
+    plan = sim_plan(template, ids, definition)
+    half = entities // 2
+
+    def open_worker(name: str) -> tuple[Engine, Worker]:
+        path = copy_database(template, workdir / name)
+        engine = Engine(sqlite_url(path), clock=sim_clock(CYCLE_AT))
+        settings = WorkerSettings(batch_size=batch_size, max_batches_per_tick=10**9)
+        return engine, Worker(engine, [sim_backend()], settings=settings)
+
+    engine, worker = open_worker("refresh-plain.db")
+    started = perf_counter()
+    worker.refresh()
+    wall = (perf_counter() - started) / entities * 1e6
+    engine.close()
+    _machine, model = raw_machine(definition)
+    started = perf_counter()
+    replay(model, plan.steps)
+    anchor = (perf_counter() - started) / entities * 1e6
+    print(
+        f"  wall: {wall:.1f} us/entity; anchor (the same {plan.events:,} events triggered in "
+        f"memory): {anchor:.1f} us/entity; {plan.moved / entities:.1%} of the entities move"
+    )
+
+    engine, worker = open_worker("refresh-profiled.db")
+    due_by = engine.clock()
+    for _ in range(half // batch_size):  # the first half unprofiled: cache and file warm up
+        worker.refresh_batch(due_by)
+    stats = profiled(
+        entities - half, worker.refresh, top, REFRESH_LAYERS, "entity"
+    )  # the rest of the cycle
+    print("  time by phase of refresh_batch (cumulative, so nested calls overlap):")
+    print(phases(stats, entities - half))
+    engine.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="cProfile of the engine's persist paths")
-    parser.add_argument("--only", choices=("single", "batch"))
+    parser.add_argument("--only", choices=("single", "batch", "refresh"))
+    parser.add_argument("--refresh-entities", type=int, default=20_000)
+    parser.add_argument("--refresh-batch", type=int, default=WorkerSettings().batch_size)
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--fires", type=int, default=1000)
@@ -243,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             single(workdir, args.fires, args.cache_mib, args.top)
         if args.only in (None, "batch"):
             batch(workdir, args.entities, args.batch_size, args.cache_mib, args.top)
+        if args.only == "refresh":
+            refresh(workdir, args.refresh_entities, args.refresh_batch, args.top)
     return 0
 
 
