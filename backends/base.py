@@ -10,6 +10,18 @@ from typing import Any, NamedTuple
 from fsm import Entity
 from fsm.observation import FailureKind, Observation
 
+#: each host command and the observation that confirms it took effect (host lifecycle)
+HOST_COMMAND_OUTCOMES: Mapping[str, str] = {
+    "provision": "running",
+    "start": "running",
+    "restart": "running",
+    "reboot": "running",
+    "stop": "stopped",
+    "shutdown": "stopped",
+    "deallocate": "deallocated",
+    "deprovision": "deleted",
+}
+
 
 class CommandResult(NamedTuple):
     """What a command did: data to record on the entity (job id, operation handle, ...) and the

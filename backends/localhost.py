@@ -16,21 +16,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from backends.base import Backend, CommandFailed, CommandResult
+from backends.base import HOST_COMMAND_OUTCOMES, Backend, CommandFailed, CommandResult
 from fsm import Entity
 from fsm.observation import FailureKind, Observation
 
 #: the observation each host command's effect amounts to, here and now
-OUTCOME = {
-    "provision": "running",
-    "start": "running",
-    "restart": "running",
-    "reboot": "running",
-    "stop": "stopped",
-    "shutdown": "stopped",
-    "deallocate": "deallocated",
-    "deprovision": "deleted",
-}
+OUTCOME = HOST_COMMAND_OUTCOMES
 MAX_OUTPUT = 64 * 1024
 
 

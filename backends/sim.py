@@ -17,21 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from backends.base import Backend, CommandFailed, CommandResult
+from backends.base import HOST_COMMAND_OUTCOMES, Backend, CommandFailed, CommandResult
 from fsm import Engine, Entity, FsmError, NewEntity
 from fsm.observation import FailureKind, Observation
 
 SERVICE_FATES = ("healthy", "fails", "never_healthy", "flaps", "requeued")
-HOST_COMMANDS = {
-    "provision": "running",
-    "start": "running",
-    "restart": "running",
-    "reboot": "running",
-    "stop": "stopped",
-    "shutdown": "stopped",
-    "deallocate": "deallocated",
-    "deprovision": "deleted",
-}
+HOST_COMMANDS = HOST_COMMAND_OUTCOMES
 _FAULTS = (FailureKind.TIMEOUT, FailureKind.ERROR, FailureKind.GARBAGE, FailureKind.THROTTLED)
 
 
