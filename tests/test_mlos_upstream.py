@@ -160,9 +160,7 @@ def test_wait_vm_operation_retry(
         service.close()
 
 
-def test_wait_host_deployment_retry_and_outage(
-    arm: FakeArm, tmp_path: Path, token: None
-) -> None:
+def test_wait_host_deployment_retry_and_outage(arm: FakeArm, tmp_path: Path, token: None) -> None:
     """A permanent 503 while waiting: TIMED_OUT (upstream: FAILED), the host unchanged."""
     service = azure_service(arm, tmp_path, pollTimeout=1.0, requestTotalRetries=0, vmSpec=None)
     try:
