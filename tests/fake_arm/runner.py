@@ -5,7 +5,10 @@ with `bash`, the run command's parameters as environment variables (as the Linux
 them over), a minimal environment, a time limit, and `sudo` as a shim that runs its command
 (the sandbox has no other user to become). So sudo-free scripts — and scripts whose sudo only
 runs what the sandbox may run — behave as on a VM; absolute paths outside the scratch
-directory are this machine's (no chroot: the tests keep their scripts inside it).
+directory are this machine's (no chroot: the tests keep their scripts inside it). `mount -t
+cifs //ACCOUNT.file.core.windows.net/SHARE DIR` links DIR to the fake Azure Files share
+`<share root>/ACCOUNT/SHARE` (what the tests' file share service writes to), so mlos_bench's
+boot scripts find the files its local environments uploaded.
 """
 
 from __future__ import annotations
@@ -27,6 +30,19 @@ while [ $# -gt 0 ]; do
 done
 exec "$@"
 """
+_MOUNT = """#!/bin/sh
+# fake-arm sandbox: an Azure Files (cifs) mount is a link to the fake share's directory
+if [ "$1" = "-t" ] && [ "$2" = "cifs" ]; then
+    share=$(printf '%s' "$3" | sed -n 's|^//\\([^.]*\\)\\.file\\.core\\.windows\\.net/\\(.*\\)$|\\1/\\2|p')
+    [ -n "$share" ] || { echo "mount: unknown share $3" >&2; exit 32; }
+    mkdir -p "$SHARE_ROOT/$share"
+    rmdir "$4" 2>/dev/null || true
+    ln -sfn "$SHARE_ROOT/$share" "$4"
+    exit 0
+fi
+echo "mount: only cifs shares can be mounted in the fake VM" >&2
+exit 32
+"""
 
 
 def sandbox(root: Path, vm: str) -> Path:
@@ -34,15 +50,16 @@ def sandbox(root: Path, vm: str) -> Path:
     home = root / vm.lower()
     (home / "bin").mkdir(parents=True, exist_ok=True)
     (home / "tmp").mkdir(exist_ok=True)
-    sudo = home / "bin" / "sudo"
-    if not sudo.exists():
-        sudo.write_text(_SUDO)
-        sudo.chmod(0o755)
+    for name, text in (("sudo", _SUDO), ("mount", _MOUNT)):
+        shim = home / "bin" / name
+        if not shim.exists():
+            shim.write_text(text)
+            shim.chmod(0o755)
     return home
 
 
 def run_script(
-    script: str, env: dict[str, str], *, home: Path, timeout: float = 60.0
+    script: str, env: dict[str, str], *, home: Path, share_root: Path, timeout: float = 60.0
 ) -> tuple[str, str, int]:
     """Run `script` with bash in `home`; (stdout, stderr, exit code)."""
     bash = shutil.which("bash") or "/bin/bash"
@@ -53,6 +70,7 @@ def run_script(
         "HOME": str(home),
         "TMPDIR": str(home / "tmp"),
         "LANG": "C.UTF-8",
+        "SHARE_ROOT": str(share_root),
     }
     try:
         done = subprocess.run(

@@ -109,6 +109,8 @@ class World:
         self.delete_status = 202
         #: where each VM's sandbox (home, cwd, TMPDIR of its run commands) lives
         self.sandbox_root = Path(tempfile.mkdtemp(prefix="fake-arm-vms-"))
+        #: the fake Azure Files: <share_root>/<account>/<share>/...
+        self.share_root = self.sandbox_root / "shares"
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.deployment_bodies: list[dict[str, Any]] = []
 
@@ -214,7 +216,7 @@ class World:
                 rc.start_time = stamp()
                 home = sandbox(self.sandbox_root, op.vm)
                 rc.output, rc.error, rc.exit_code = run_script(
-                    rc.script, env, home=home, timeout=rc.timeout
+                    rc.script, env, home=home, share_root=self.share_root, timeout=rc.timeout
                 )
                 rc.end_time = stamp()
                 rc.execution_state = "Succeeded" if rc.exit_code == 0 else "Failed"
