@@ -141,7 +141,7 @@ def shipped_service(
     """A service config shipped with mlos_bench, loaded from the installed package, with only
     its class swapped for `cls`."""
     raw = loader.load_config(str(CONFIG_DIR / relative), schema_type=None)
-    entries = raw["services"] if "services" in raw else [raw]
+    entries = raw.get("services", [raw])
     assert len(entries) == 1
     swapped = {**entries[0], "class": class_name(cls)}
     bundle = loader.build_service(config=swapped, global_config=global_config, parent=parent)

@@ -33,7 +33,11 @@ exec "$@"
 _MOUNT = """#!/bin/sh
 # fake-arm sandbox: an Azure Files (cifs) mount is a link to the fake share's directory
 if [ "$1" = "-t" ] && [ "$2" = "cifs" ]; then
-    share=$(printf '%s' "$3" | sed -n 's|^//\\([^.]*\\)\\.file\\.core\\.windows\\.net/\\(.*\\)$|\\1/\\2|p')
+    host=${3#//}
+    account=${host%%.file.core.windows.net/*}
+    name=${host#*.file.core.windows.net/}
+    share=""
+    if [ "$account" != "$host" ] && [ -n "$name" ]; then share="$account/$name"; fi
     [ -n "$share" ] || { echo "mount: unknown share $3" >&2; exit 32; }
     mkdir -p "$SHARE_ROOT/$share"
     rmdir "$4" 2>/dev/null || true
