@@ -21,7 +21,8 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-from fsm import Engine, Entity, EntityNotFound, InvalidEvent, StorageError
+from backends.base import HOST_COMMAND_OUTCOMES
+from fsm import Engine, Entity, EntityNotFound, FsmError, InvalidEvent, StorageError
 from fsm.worker import BackendLike, Worker
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,28 @@ TRANSITIONAL = frozenset(
 )
 EXEC = "exec"
 _URL_PREFIX = "fsm:ticket?"
+#: the states a machine found outside the database can be adopted in (event `adopted_<state>`)
+ADOPTABLE = frozenset(
+    {
+        "RUNNING",
+        "STOPPED",
+        "DEALLOCATED",
+        "FAILED",
+        "PROVISIONING",
+        "STARTING",
+        "STOPPING",
+        "DEALLOCATING",
+        "DEPROVISIONING",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A machine a backend looked up: the host state it is in, and where that was read."""
+
+    state: str
+    details: Mapping[str, Any]
 
 
 class Progress(StrEnum):
@@ -126,6 +149,39 @@ class HostControl:
             return latest
         n = int(latest.id.rsplit("#", 1)[1]) + 1 if latest is not None else 1
         return self.engine.create("host", dict(data), id=f"{key}#{n}")
+
+    def lookup(self, data: Mapping[str, Any]) -> Found | None:
+        """One look for the machine `data` names outside the database (None: it does not
+        exist). Raises what the backend raised when it could not tell."""
+        look = getattr(self.backend, "lookup_host", None)
+        if not callable(look):
+            return None
+        found = look(data)
+        if found is not None and not isinstance(found, Found):
+            raise TypeError(f"{self.backend.name}.lookup_host returned {found!r}")
+        return found
+
+    def adopt(self, key: str, data: Mapping[str, Any], found: Found, *, named_by: str) -> Entity:
+        """Record a machine that exists but is not in the database: a host entity (a new
+        incarnation, or the NEW one already there) and its `adopted_<state>` transition, whose
+        payload says what named it and what the backend saw."""
+        if found.state not in ADOPTABLE:
+            raise ValueError(f"cannot adopt a machine in state {found.state!r}")
+        latest = self.current_host(key)
+        host = latest if latest is not None and latest.state == "NEW" else None
+        if host is None:
+            n = int(latest.id.rsplit("#", 1)[1]) + 1 if latest is not None else 1
+            host = self.engine.create("host", {**data, "adopted": True}, id=f"{key}#{n}")
+        payload = {"named_by": named_by, **dict(found.details)}
+        log.info("adopting %s (%s) in %s", host.id, named_by, found.state)
+        self.engine.fire(
+            host.id,
+            f"adopted_{found.state.lower()}",
+            payload,
+            source=self.backend.name,
+            data={"adopted": True},
+        )
+        return self.engine.get(host.id)
 
     def allowed(self, host: Entity, command: str) -> bool:
         return self.engine.lifecycle("host").candidates(host.state, command) is not None
@@ -223,6 +279,8 @@ class HostControl:
             timed_out = bool(history) and history[-1].event == "time_limit"
             return (Progress.TIMED_OUT if timed_out else Progress.FAILED), info
         if host.state in TRANSITIONAL:
+            if ticket.operation_id and self._confirm(host, ticket):
+                return Progress.SUCCEEDED, {**info, "hostState": TARGET_STATE[ticket.command]}
             return Progress.PENDING, info
         if ticket.operation_id and self._unrecorded(host, ticket):
             # the operation was sent but its host command never recorded (the submitter died
@@ -230,6 +288,25 @@ class HostControl:
             self.worker.command(host.id, ticket.command, {"operation": ticket.operation_id})
             return Progress.PENDING, info
         return Progress.FAILED, info
+
+    def _confirm(self, host: Entity, ticket: Ticket) -> bool:
+        """The operation that carries out the host's current command succeeded: that is the
+        command's confirmation (a listing right after it may still show the old state)."""
+        history = self.engine.history(host.id)
+        if not history or history[-1].payload.get("operation") != ticket.operation_id:
+            return False
+        event = HOST_COMMAND_OUTCOMES[ticket.command]
+        if not self.allowed(host, event):
+            return False
+        payload = {"operation": ticket.operation_id, "confirmed_by": "operation succeeded"}
+        try:
+            self.engine.fire(
+                host.id, event, payload, source=self.backend.name, expected_version=host.version
+            )
+        except FsmError as exc:  # an observation got there first: read it next time
+            log.debug("confirming %s: %s", host.id, exc)
+            return False
+        return self.engine.get(host.id).state == TARGET_STATE[ticket.command]
 
     def _host_failed(self, ticket: Ticket, op: Entity) -> None:
         """A host still in the transitional state of an operation that failed will never see
@@ -281,6 +358,10 @@ def _operation_info(op: Entity) -> dict[str, Any]:
         ("stdout", "stdout"),
         ("stderr", "stderr"),
         ("exit_code", "exitCode"),
+        ("execution_state", "executionState"),
+        ("start_time", "startTime"),
+        ("end_time", "endTime"),
+        ("retry_after", "retryAfter"),
         ("error", "error"),
     ):
         if key in op.data:

@@ -96,13 +96,13 @@ def _run_mlos_bench(tmp_path: Path, service: dict[str, Any], extra_env: dict[str
     return output
 
 
-def _check_history(db: str, key: str) -> list[str]:
+def _check_history(db: str, key: str, first: list[str]) -> list[str]:
     engine = Engine(db, migrate=False)
     try:
         host = engine.get(f"{key}#1")
         assert host.state == "DEPROVISIONED"
         assert [t.event for t in engine.history(host.id)] == [
-            "provision", "running", "shutdown", "stopped", "deprovision", "deleted",
+            *first, "shutdown", "stopped", "deprovision", "deleted",
         ]  # fmt: skip
         ops = engine.list_entities(lifecycle="operation", parent_id=host.id)
         assert ops and {o.state for o in ops} == {"SUCCEEDED"}
@@ -120,19 +120,23 @@ def test_mlos_bench_runs_a_trial_on_this_machine(tmp_path: Path) -> None:
     }
     output = _run_mlos_bench(tmp_path, service, {})
     assert "'score': 42" in output or "score': 42" in output, output[-2000:]
-    stdouts = _check_history(db, "local:localhost")
+    # this machine exists: it is adopted (running), never "provisioned"
+    stdouts = _check_history(db, "local:localhost", ["adopted_running"])
     assert stdouts == ["score=42\n", "setting up\n", "tearing down\n"]
 
 
 def test_mlos_bench_runs_a_trial_on_the_fake_arm(tmp_path: Path, arm: FakeArm) -> None:
     db = f"sqlite:///{tmp_path}/fsm.db"
-    config = azure_service(arm, tmp_path, db=db, pollInterval=0.05, refreshScale=0.05).config
+    # strings: mlos_bench's RemoteEnv cannot match results_stdout_pattern in a list
+    config = azure_service(
+        arm, tmp_path, db=db, pollInterval=0.05, refreshScale=0.05, outputLines=False
+    ).config
     output = _run_mlos_bench(
         tmp_path,
         {"class": "backends.mlos.AzureVMService", "config": config},
         {"FSM_TEST_AZURE_TOKEN": TOKEN},
     )
     assert "score': 42" in output, output[-2000:]
-    stdouts = _check_history(db, "azure:fsm-test-rg/cli-vm")
+    stdouts = _check_history(db, "azure:fsm-test-rg/cli-vm", ["provision", "running"])
     assert stdouts == ["score=42\n", "setting up\n", "tearing down\n"]
     assert arm.world.vms == {} and arm.world.unauthorized == 0

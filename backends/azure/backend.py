@@ -16,20 +16,23 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from azure.core.exceptions import (
-    AzureError,
-    DecodeError,
-    HttpResponseError,
-    ServiceRequestTimeoutError,
-    ServiceResponseTimeoutError,
-)
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline import PipelineResponse
-from azure.core.polling.base_polling import BadResponse
 from azure.mgmt.compute import ComputeManagementClient
 
-from backends.azure.client import make_client
+from backends.azure.client import make_client, make_resource_client
 from backends.azure.credentials import make_credential
-from backends.azure.instance_view import EXPECT_EXISTS, Listing, VmKey, host_events, parse_listing
+from backends.azure.errors import describe, failure, retry_after
+from backends.azure.instance_view import (
+    EXPECT_EXISTS,
+    Listing,
+    VmKey,
+    adoptable_state,
+    host_events,
+    parse_listing,
+    read_view,
+    stale,
+)
 from backends.azure.operations import (
     HOST_COMMANDS,
     RUN_COMMAND,
@@ -37,10 +40,11 @@ from backends.azure.operations import (
     begin,
     run_command_body,
 )
-from backends.azure.polling import StepPolling, StepStatus, describe_token, settle
+from backends.azure.polling import StepPolling, StepStatus, classify, describe_token, settle
 from backends.azure.run_results import RunResult, read_run_result
 from backends.azure.settings import AzureSettings
 from backends.base import Backend, CommandFailed, CommandResult
+from backends.hostctl import Found
 from fsm import Entity
 from fsm.observation import FailureKind, Observation
 
@@ -72,6 +76,7 @@ class AzureBackend(Backend):
         self.settings = settings
         self._credential = credential if credential is not None else make_credential(settings)
         self.client = client or make_client(settings, self._credential)
+        self.resources = make_resource_client(settings, self._credential)
         self._sleep = sleep
         self.list_calls = 0  # one per observed batch of hosts
 
@@ -81,6 +86,7 @@ class AzureBackend(Backend):
 
     def close(self) -> None:
         self.client.close()
+        self.resources.close()  # type: ignore[no-untyped-call]
         closer = getattr(self._credential, "close", None)
         if callable(closer):
             closer()
@@ -129,8 +135,44 @@ class AzureBackend(Backend):
                 if view is not None
                 else {"listed": False}
             )
+            if view is not None and stale(view, host):
+                # right after a command ARM may still list the old state (a restarted VM
+                # says succeeded+running): only a status newer than the command counts
+                found.append(Observation(host.id, (), {**payload, "stale": True}, None, now))
+                continue
             found.append(Observation(host.id, host_events(view, host.state), payload, None, now))
         return found
+
+    def lookup_host(self, data: Mapping[str, Any]) -> Found | None:
+        """One GET of the VM `data` names, with its instance view (None: it does not exist)."""
+        target = Target.from_data(data)
+        texts: list[str] = []
+
+        def keep(response: PipelineResponse[Any, Any]) -> None:
+            if response.http_response.status_code == 200:
+                texts.append(response.http_response.text())
+
+        try:
+            self.client.virtual_machines.get(
+                target.resource_group,
+                target.vm_name,
+                expand="instanceView",
+                raw_response_hook=keep,
+            )
+        except ResourceNotFoundError:
+            return None
+        if not texts:
+            raise ValueError("the VM's instance view was not returned")
+        body = json.loads(texts[-1])
+        view = read_view(body)
+        properties = body.get("properties") if isinstance(body, Mapping) else None
+        details = {
+            "resource_id": body.get("id"),
+            "vm_id": properties.get("vmId") if isinstance(properties, Mapping) else None,
+            "provisioning": view.provisioning,
+            "power": view.power,
+        }
+        return Found(adoptable_state(view), details)
 
     def _list_vms(self) -> Listing:
         """One listing of the subscription's VMs with their instance views (all pages)."""
@@ -153,7 +195,7 @@ class AzureBackend(Backend):
         try:
             target = Target.from_data(op.data)
             command = str(op.data.get("command"))
-            start = begin(self.client, command, target, {})
+            start = begin(self.client, command, target, {}, self.resources)
             step = settle(
                 start(
                     continuation_token=token, polling=StepPolling(self.settings.base_url, poll=True)
@@ -220,7 +262,7 @@ class AzureBackend(Backend):
         try:
             target = Target.from_data(op.data)
             call_arguments = self._call_arguments(op, command, arguments)
-            start = begin(self.client, command, target, call_arguments)
+            start = begin(self.client, command, target, call_arguments, self.resources)
         except (ValueError, TypeError) as exc:
             raise CommandFailed("start", op.id, str(exc)) from exc
         poller = self._with_throttle_retries(
@@ -228,12 +270,24 @@ class AzureBackend(Backend):
         )
         token = poller.continuation_token()
         data: dict[str, Any] = {"continuation_token": token, "submitted_at": now.isoformat()}
-        data.update({f"azure_{k}": v for k, v in describe_token(token).items()})
+        described = describe_token(token)
+        data.update({f"azure_{k}": v for k, v in described.items() if k != "retry_after"})
+        if "retry_after" in described:
+            data["retry_after"] = float(described["retry_after"])
         payload: dict[str, Any] = {"azure_command": command}
         secrets = arguments.get("secrets")
         if isinstance(secrets, Mapping):
             payload["environment"] = sorted(str(k) for k in secrets)
-        return CommandResult(data=data, events=("start",), payload=payload)
+        events: tuple[str, ...] = ("start",)
+        reported = str(poller.status())
+        step = classify(reported)
+        if step is StepStatus.SUCCEEDED and command != RUN_COMMAND:
+            events = ("start", "succeed")  # a synchronous 200 (or 204): done already
+            payload["status"] = reported
+        elif step in (StepStatus.FAILED, StepStatus.CANCELED):
+            events = ("start", "fail" if step is StepStatus.FAILED else "cancel")
+            payload["status"] = reported
+        return CommandResult(data=data, events=events, payload=payload)
 
     def _call_arguments(
         self, op: Entity, command: str, arguments: Mapping[str, Any]
@@ -242,6 +296,11 @@ class AzureBackend(Backend):
         location = (azure.get("location") if isinstance(azure, Mapping) else None) or (
             self.settings.location
         )
+        if command == "provision" and Target.from_data(op.data).deployment:
+            deployment = arguments.get("deployment")
+            if not isinstance(deployment, Mapping):
+                raise ValueError("a deployment needs its body (arguments['deployment'])")
+            return {"deployment": dict(deployment)}
         if command == "provision":
             spec = arguments.get("spec")
             if not isinstance(spec, Mapping):
@@ -261,7 +320,7 @@ class AzureBackend(Backend):
                 raise ValueError("the script's environment must be a mapping")
             if not location:
                 raise ValueError("a run command needs the VM's location")
-            timeout = int(arguments.get("timeout") or 3600)
+            timeout = int(arguments.get("timeout") or 3600)  # the service passes pollTimeout
             return {"body": run_command_body(script, secrets, location=location, timeout=timeout)}
         return {"force": bool(arguments.get("force", False))}
 
@@ -273,47 +332,9 @@ class AzureBackend(Backend):
                 return call()
             except HttpResponseError as exc:
                 if exc.status_code != 429 or attempt == attempts - 1:
-                    raise CommandFailed("start", op_id, _describe(exc)) from exc
+                    raise CommandFailed("start", op_id, describe(exc)) from exc
                 wait = retry_after(exc) or self.settings.retry_backoff_factor * 2**attempt
                 self._sleep(min(wait, self.settings.max_retry_after))
             except AzureError as exc:
-                raise CommandFailed("start", op_id, _describe(exc)) from exc
+                raise CommandFailed("start", op_id, describe(exc)) from exc
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-def failure(entity_id: str, exc: BaseException) -> Observation:
-    """A failed observation for whatever went wrong talking to ARM; never a lifecycle event."""
-    detail = _describe(exc)
-    if isinstance(exc, HttpResponseError) and exc.status_code == 429:
-        return Observation.failed(
-            entity_id, FailureKind.THROTTLED, detail, retry_after=retry_after(exc)
-        )
-    if isinstance(exc, (ServiceRequestTimeoutError, ServiceResponseTimeoutError)):
-        return Observation.failed(entity_id, FailureKind.TIMEOUT, detail)
-    if isinstance(exc, DecodeError) or isinstance(exc.__cause__, BadResponse):
-        return Observation.failed(entity_id, FailureKind.GARBAGE, detail)
-    if isinstance(exc, HttpResponseError):
-        return Observation.failed(
-            entity_id, FailureKind.ERROR, detail, retry_after=retry_after(exc)
-        )
-    if isinstance(exc, (ValueError, TypeError, KeyError, AttributeError, IndexError)):
-        return Observation.failed(entity_id, FailureKind.GARBAGE, detail)
-    return Observation.failed(entity_id, FailureKind.ERROR, detail)
-
-
-def retry_after(exc: HttpResponseError) -> float | None:
-    """Seconds from a Retry-After header (delta seconds only), if the response had one."""
-    headers = getattr(exc.response, "headers", None)
-    value = headers.get("Retry-After") if isinstance(headers, Mapping) else None
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and 0 <= seconds < 86400 else None
-
-
-def _describe(exc: BaseException) -> str:
-    status = getattr(exc, "status_code", None)
-    text = str(getattr(exc, "message", None) or exc).splitlines()[0] if str(exc) else ""
-    prefix = f"HTTP {status}: " if status else ""
-    return f"{prefix}{type(exc).__name__}: {text}"[:500]

@@ -7,12 +7,24 @@ from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.resource import ResourceManagementClient
 
 from backends.azure.settings import AzureSettings
 
 
 def make_client(settings: AzureSettings, credential: TokenCredential) -> ComputeManagementClient:
     """A client whose retry policy retries 429 (honouring Retry-After) and 5xx with backoff."""
+    return ComputeManagementClient(credential, settings.subscription_id, **_options(settings))
+
+
+def make_resource_client(
+    settings: AzureSettings, credential: TokenCredential
+) -> ResourceManagementClient:
+    """The same options for ARM deployments (azure-mgmt-resource)."""
+    return ResourceManagementClient(credential, settings.subscription_id, **_options(settings))
+
+
+def _options(settings: AzureSettings) -> dict[str, Any]:
     http_log = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
     if http_log.level == logging.NOTSET:  # every request at INFO would drown the loop's own log
         http_log.setLevel(logging.WARNING)
@@ -28,4 +40,4 @@ def make_client(settings: AzureSettings, credential: TokenCredential) -> Compute
     }
     if settings.ca_bundle:
         options["connection_verify"] = settings.ca_bundle
-    return ComputeManagementClient(credential, settings.subscription_id, **options)
+    return options

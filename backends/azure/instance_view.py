@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -34,12 +35,29 @@ _POWER_EVENTS = {"running": "running", "stopped": "stopped", "deallocated": "dea
 VmKey = tuple[str, str]  # (resource group, VM name), lower case: ARM ids are case-insensitive
 
 
+#: host states entered by a command that an ARM operation is carrying out
+IN_FLIGHT = frozenset(
+    {"PROVISIONING", "STARTING", "STOPPING", "RESTARTING", "DEALLOCATING", "DEPROVISIONING"}
+)
+#: the host state a VM found outside the database is adopted in, by its power word
+_ADOPT_BY_POWER = {
+    "running": "RUNNING",
+    "stopped": "STOPPED",
+    "deallocated": "DEALLOCATED",
+    "starting": "STARTING",
+    "stopping": "STOPPING",
+    "deallocating": "DEALLOCATING",
+}
+
+
 @dataclass(frozen=True)
 class VmView:
-    """The settled words of a VM's statuses (None: not reported)."""
+    """The settled words of a VM's statuses (None: not reported), and when the provisioning
+    state last changed (None: not reported)."""
 
     provisioning: str | None
     power: str | None
+    changed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -82,21 +100,56 @@ def read_view(entry: Mapping[str, Any]) -> VmView:
         view = entry.get("instanceView")  # some published examples put it at the top level
     statuses = view.get("statuses") if isinstance(view, Mapping) else None
     provisioning = power = None
+    changed_at = None
     for status in statuses if isinstance(statuses, list) else ():
         code = status.get("code") if isinstance(status, Mapping) else None
         if not isinstance(code, str):
             continue
+        assert isinstance(status, Mapping)
         kind, _, rest = code.partition("/")
         word = rest.split("/", 1)[0].strip().lower() or None
         if kind.lower() == "provisioningstate" and provisioning is None:
             provisioning = word
+            changed_at = _time(status.get("time"))
         elif kind.lower() == "powerstate" and power is None:
             power = word
     if provisioning is None:
         declared = properties.get("provisioningState")
         if isinstance(declared, str) and declared.strip():
             provisioning = declared.strip().lower()
-    return VmView(provisioning, power)
+    return VmView(provisioning, power, changed_at)
+
+
+def _time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def stale(view: VmView, host: Any) -> bool:
+    """Whether a settled view predates the command the host is carrying out (ARM lists the old
+    state for a while: a VM just restarted still says succeeded+running). Without a time, a
+    restart cannot be told from its own outcome, so only the operation's result confirms it."""
+    if host.state not in IN_FLIGHT or view.provisioning not in ("succeeded", "failed"):
+        return False
+    if view.changed_at is None:
+        return bool(host.state == "RESTARTING")
+    return bool(view.changed_at < host.state_entered_at)
+
+
+def adoptable_state(view: VmView) -> str:
+    """The host state to adopt a VM in, from what one GET showed."""
+    if view.provisioning == "failed":
+        return "FAILED"
+    if view.provisioning == "creating":
+        return "PROVISIONING"
+    if view.provisioning == "deleting":
+        return "DEPROVISIONING"
+    return _ADOPT_BY_POWER.get(view.power or "", "FAILED")  # unknown: FAILED, then observed
 
 
 def parse_listing(pages: Sequence[object]) -> Listing:

@@ -128,5 +128,10 @@ def describe_token(token: str) -> dict[str, str]:
         "request": f"{request.get('method', '')} {request.get('url', '')}".strip(),
         "async_operation": headers.get("azure-asyncoperation", ""),
         "location": headers.get("location", ""),
+        "retry_after": headers.get("retry-after", ""),
     }
+    try:
+        float(found["retry_after"])
+    except ValueError:
+        found["retry_after"] = ""  # an HTTP date: not a number of seconds
     return {k: str(v) for k, v in found.items() if v}

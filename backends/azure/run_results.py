@@ -16,6 +16,8 @@ class RunResult:
     stderr: str
     exit_code: int | None
     execution_state: str | None
+    start_time: str | None = None
+    end_time: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -30,6 +32,8 @@ class RunResult:
             "stderr": self.stderr,
             "exit_code": self.exit_code,
             "execution_state": self.execution_state,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
         }
 
 
@@ -48,7 +52,13 @@ def read_run_result(body: object) -> RunResult:
         stderr=_text(view.get("error")),
         exit_code=exit_code,
         execution_state=state if isinstance(state, str) else None,
+        start_time=_when(view.get("startTime")),
+        end_time=_when(view.get("endTime")),
     )
+
+
+def _when(value: Any) -> str | None:
+    return value if isinstance(value, str) and len(value) < 64 else None
 
 
 def _text(value: Any) -> str:

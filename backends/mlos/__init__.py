@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from backends.mlos.azure import AzureVMService
-    from backends.mlos.base import EngineHostService
     from backends.mlos.local import LocalHostService
+    from backends.mlos.service import EngineHostService
     from backends.mlos.sim import SimHostService
 
 _WHERE = {
     "AzureVMService": "backends.mlos.azure",
-    "EngineHostService": "backends.mlos.base",
+    "EngineHostService": "backends.mlos.service",
     "LocalHostService": "backends.mlos.local",
     "SimHostService": "backends.mlos.sim",
 }

@@ -1,38 +1,29 @@
-"""mlos_bench services whose every step is a persisted transition of the engine.
+"""What every engine-backed mlos_bench service shares: its settings, its engine and worker, and
+how a host is found (in the database, or adopted from the outside world).
 
-`EngineHostService` implements mlos_bench's `SupportsHostProvisioning`, `SupportsHostOps`,
-`SupportsOSOps`, `SupportsRemoteExec` and the older `SupportsVMOps` with their exact names and
-signatures; subclasses say which backend carries the commands out (Azure, the simulator, this
-machine). Operations return PENDING (with `asyncResultsUrl` and `pollInterval`), SUCCEEDED or
-FAILED; waits return PENDING (no `asyncResultsUrl`), SUCCEEDED, FAILED or TIMED_OUT (the wait
-ran out after `pollTimeout`; the operation's own time limit is the same, so the engine records
-it TIMED_OUT too). Unlike upstream, `deprovision_host` deletes (upstream issue 498).
-
-It is a subclass of mlos_bench's `Service`, so an mlos_bench user loads it by class name from
-their own JSON config (`"class": "backends.mlos.AzureVMService"`); mlos_bench validates
-service *files* against its own schema, which only knows its own classes, so such a config
-needs `MLOS_BENCH_SKIP_SCHEMA_VALIDATION=true`. The service validates its own settings.
+A host named by the parameters (or the service config) that the database does not know is
+looked up once (one GET for an Azure VM): if it exists it is adopted — a host entity whose
+first transition, `adopted_<state>`, records what named it and what was seen — and the call
+proceeds as upstream's would; if it does not, the call gives upstream's status for a missing
+VM (FAILED). mlos_bench validates service *files* against its own schema, which only knows its
+own classes, so a config naming one of ours needs `MLOS_BENCH_SKIP_SCHEMA_VALIDATION=true`;
+the service checks its own keys (`backends.mlos.settings`).
 """
 
 from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Literal
 
 from mlos_bench.environments.status import Status
 from mlos_bench.services.base_service import Service
-from mlos_bench.services.types.host_ops_type import SupportsHostOps
-from mlos_bench.services.types.host_provisioner_type import SupportsHostProvisioning
-from mlos_bench.services.types.os_ops_type import SupportsOSOps
-from mlos_bench.services.types.remote_exec_type import SupportsRemoteExec
-from mlos_bench.services.types.vm_provisioner_type import SupportsVMOps
 
 from backends.base import Backend
-from backends.hostctl import TRANSITIONAL, HostControl, Progress, Ticket
-from backends.mlos.settings import COMMON_KEYS, ServiceSettings
+from backends.hostctl import HostControl, Progress, Ticket
+from backends.mlos.settings import ServiceSettings, check_keys
 from fsm import Engine, Entity, FsmError
 from fsm.worker import Worker
 
@@ -40,7 +31,7 @@ log = logging.getLogger(__name__)
 
 Result = tuple[Status, dict[str, Any]]
 #: the command a host in a transitional state is in the middle of
-_IN_PROGRESS = {
+IN_PROGRESS = {
     "PROVISIONING": "provision",
     "STARTING": "start",
     "STOPPING": "stop",
@@ -54,19 +45,14 @@ def status_of(progress: Progress) -> Status:
     return Status[progress.value]
 
 
-class EngineHostService(
-    Service,
-    SupportsHostProvisioning,
-    SupportsHostOps,
-    SupportsOSOps,
-    SupportsRemoteExec,
-    SupportsVMOps,
-):
-    """Host provisioning, host and OS operations and remote execution through the engine."""
+class EngineServiceCore(Service):
+    """The engine, the worker and the backend of one service, opened on first use."""
 
-    #: config keys of this service besides the common ones
+    #: config keys this service honours besides the common ones
     KEYS: frozenset[str] = frozenset()
-    #: whether start_host brings up a host that was never provisioned (nothing to create)
+    #: upstream config keys accepted but not applicable here, with the reason (logged)
+    IGNORED: Mapping[str, str] = {}
+    #: whether start_host brings up a host that does not exist (nothing to create: simulated)
     START_PROVISIONS = False
 
     def __init__(
@@ -76,49 +62,14 @@ class EngineHostService(
         parent: Service | None = None,
         methods: dict[str, Callable[..., Any]] | list[Callable[..., Any]] | None = None,
     ) -> None:
-        super().__init__(
-            config,
-            global_config,
-            parent,
-            self.merge_methods(
-                methods,
-                [
-                    self.provision_host,
-                    self.wait_host_deployment,
-                    self.deprovision_host,
-                    self.deallocate_host,
-                    self.start_host,
-                    self.stop_host,
-                    self.restart_host,
-                    self.wait_host_operation,
-                    self.shutdown,
-                    self.reboot,
-                    self.wait_os_operation,
-                    self.remote_exec,
-                    self.get_remote_exec_results,
-                    self.wait_remote_exec_operation,
-                    self.vm_provision,
-                    self.wait_vm_deployment,
-                    self.vm_start,
-                    self.vm_stop,
-                    self.vm_restart,
-                    self.vm_deprovision,
-                    self.wait_vm_operation,
-                ],
-            ),
-        )
+        super().__init__(config, global_config, parent, methods)
         self._global_config = dict(global_config or {})
         self.settings = ServiceSettings.from_config(self.config, global_config)
         self._control: HostControl | None = None
 
     def _validate_json_config(self, config: dict[str, Any]) -> None:
         """Our own check instead of mlos_bench's schema (which knows only its own classes)."""
-        unknown = set(config) - COMMON_KEYS - self.KEYS
-        if unknown:
-            known = sorted(COMMON_KEYS | self.KEYS)
-            raise ValueError(
-                f"{type(self).__name__}: unknown config keys {sorted(unknown)}; {known}"
-            )
+        check_keys(type(self).__name__, config, self.KEYS, self.IGNORED)
 
     # -- what subclasses provide ---------------------------------------------------------------
 
@@ -185,7 +136,36 @@ class EngineHostService(
         self.close()
         return super()._exit_context(ex_type, ex_val, ex_tb)
 
-    # -- helpers -------------------------------------------------------------------------------
+    # -- parameters ----------------------------------------------------------------------------
+
+    def _param(self, params: Mapping[str, Any], key: str) -> Any:
+        """A parameter as upstream merges them: the call's params win over the service config."""
+        value = params.get(key)
+        return value if value is not None else self.config.get(key)
+
+    def _named_by(self, params: Mapping[str, Any], key: str = "vmName") -> str:
+        return "params" if params.get(key) is not None else "service config"
+
+    # -- hosts ---------------------------------------------------------------------------------
+
+    def _host(self, params: Mapping[str, Any]) -> Entity | None:
+        """The live host entity the params name; a machine the database does not know (or only
+        knows as NEW) is looked up and adopted; None if it does not exist."""
+        key = self._host_key(params)
+        host = self.hosts.current_host(key)
+        if host is not None and not host.terminal and host.state != "NEW":
+            return host
+        data = self._host_data(params)
+        found = self.hosts.lookup(data)
+        if found is None:
+            return host if host is not None and not host.terminal else None
+        return self.hosts.adopt(key, data, found, named_by=self._named_by(params))
+
+    def _missing(self, what: str, params: Mapping[str, Any]) -> Result:
+        log.warning("%s: %s does not exist", what, self._host_key(params))
+        return Status.FAILED, {}
+
+    # -- submitting and waiting ----------------------------------------------------------------
 
     def _submit(self, host: Entity, command: str, params: Mapping[str, Any], **args: Any) -> Result:
         try:
@@ -200,25 +180,26 @@ class EngineHostService(
         except (FsmError, ValueError) as exc:
             log.warning("%s on %s refused: %s", command, host.id, exc)
             return Status.FAILED, {}
-        return self._submitted(ticket, params if command == "provision" else {})
+        return self._submitted(ticket, params)
 
     def _submitted(self, ticket: Ticket, base: Mapping[str, Any]) -> Result:
-        """FAILED or SUCCEEDED if already settled (a refused request, a local host), else
-        PENDING with what the wait needs."""
-        progress, _ = self.hosts.progress(ticket)
+        """FAILED; SUCCEEDED if already settled (a synchronous 200, a local host); else
+        PENDING with what the wait needs. Results carry the input params, as upstream's."""
+        progress, info = self.hosts.progress(ticket)
         if progress is Progress.FAILED:
             return Status.FAILED, {}
         if progress is Progress.SUCCEEDED:
             return Status.SUCCEEDED, dict(base)
+        interval = info.get("retryAfter") or self.settings.poll_interval
         return Status.PENDING, {
             **base,
             "asyncResultsUrl": ticket.url(),
-            "pollInterval": self.settings.poll_interval,
+            "pollInterval": interval,
         }
 
     def _pending_on(self, host: Entity, base: Mapping[str, Any]) -> Result:
         """A host already in a transitional state: wait for the command it is carrying out."""
-        command = _IN_PROGRESS[host.state]
+        command = IN_PROGRESS[host.state]
         return self._submitted(Ticket(host.id, command, self._open_operation(host)), base)
 
     def _open_operation(self, host: Entity) -> str | None:
@@ -235,171 +216,15 @@ class EngineHostService(
         except ValueError as exc:
             log.warning("cannot wait: %s", exc)
             return Progress.FAILED, {}
-        return self.hosts.wait(
-            ticket, timeout=self.settings.poll_timeout, interval=self.settings.poll_interval
-        )
+        interval = params.get("pollInterval", self.settings.poll_interval)
+        try:
+            interval = float(interval)
+        except (TypeError, ValueError):
+            interval = self.settings.poll_interval
+        return self.hosts.wait(ticket, timeout=self.settings.poll_timeout, interval=interval)
 
     def _wait_result(self, params: Mapping[str, Any]) -> Result:
         progress, info = self._wait(params)
         if progress is None:
             return Status.PENDING, {}
         return status_of(progress), info if progress is Progress.SUCCEEDED else {}
-
-    def _host(self, params: Mapping[str, Any]) -> Entity | None:
-        return self.hosts.current_host(self._host_key(params))
-
-    # -- SupportsHostProvisioning --------------------------------------------------------------
-
-    def provision_host(self, params: dict[str, Any]) -> Result:
-        """Check if the host is ready; deploy it (or start it, if it is stopped) if necessary."""
-        host = self.hosts.host_for(self._host_key(params), self._host_data(params))
-        if host.state == "RUNNING":
-            return Status.SUCCEEDED, dict(params)
-        if host.state in TRANSITIONAL:
-            return self._pending_on(host, params)
-        command = "start" if host.state in ("STOPPED", "DEALLOCATED") else "provision"
-        return self._submit(host, command, params)
-
-    def wait_host_deployment(self, params: dict[str, Any], *, is_setup: bool) -> Result:
-        """Wait for the pending provisioning (is_setup) or deprovisioning to settle."""
-        return self._wait_result(params)
-
-    def deprovision_host(self, params: dict[str, Any]) -> Result:
-        """Delete the host (really: the VM and its operation are gone afterwards)."""
-        host = self._host(params)
-        if host is None or host.terminal:
-            return Status.SUCCEEDED, {}
-        if host.state == "DEPROVISIONING":
-            return self._pending_on(host, {})
-        return self._submit(host, "deprovision", params)
-
-    def deallocate_host(self, params: dict[str, Any]) -> Result:
-        """Stop the host and release its compute resources."""
-        host = self._host(params)
-        if host is None:
-            return Status.FAILED, {}
-        if host.state == "DEALLOCATED":
-            return Status.SUCCEEDED, {}
-        if host.state == "DEALLOCATING":
-            return self._pending_on(host, {})
-        return self._submit(host, "deallocate", params)
-
-    # -- SupportsHostOps -----------------------------------------------------------------------
-
-    def start_host(self, params: dict[str, Any]) -> Result:
-        host = self._host(params)
-        if host is None or host.state == "NEW":
-            if not self.START_PROVISIONS:
-                log.warning("start_host: %s was never provisioned", self._host_key(params))
-                return Status.FAILED, {}
-            status, result = self.provision_host(params)
-            return status, {
-                k: v for k, v in result.items() if k in ("asyncResultsUrl", "pollInterval")
-            }
-        if host.state == "RUNNING":
-            return Status.SUCCEEDED, {}
-        if host.state in ("STARTING", "PROVISIONING", "RESTARTING"):
-            return self._pending_on(host, {})
-        return self._submit(host, "start", params)
-
-    def stop_host(self, params: dict[str, Any], force: bool = False) -> Result:
-        return self._power_down(params, "stop", force)
-
-    def restart_host(self, params: dict[str, Any], force: bool = False) -> Result:
-        return self._restart(params, "restart", force)
-
-    def wait_host_operation(self, params: dict[str, Any]) -> Result:
-        return self._wait_result(params)
-
-    def _power_down(self, params: Mapping[str, Any], command: str, force: bool) -> Result:
-        host = self._host(params)
-        if host is None:
-            return Status.FAILED, {}
-        if host.state in ("STOPPED", "DEALLOCATED"):
-            return Status.SUCCEEDED, {}
-        if host.state == "STOPPING":
-            return self._pending_on(host, {})
-        return self._submit(host, command, params, force=force)
-
-    def _restart(self, params: Mapping[str, Any], command: str, force: bool) -> Result:
-        host = self._host(params)
-        if host is None:
-            return Status.FAILED, {}
-        if host.state == "RESTARTING":
-            return self._pending_on(host, {})
-        return self._submit(host, command, params, force=force)
-
-    # -- SupportsOSOps -------------------------------------------------------------------------
-
-    def shutdown(self, params: dict[str, Any], force: bool = False) -> Result:
-        return self._power_down(params, "shutdown", force)
-
-    def reboot(self, params: dict[str, Any], force: bool = False) -> Result:
-        return self._restart(params, "reboot", force)
-
-    def wait_os_operation(self, params: dict[str, Any]) -> Result:
-        return self._wait_result(params)
-
-    # -- SupportsRemoteExec --------------------------------------------------------------------
-
-    def remote_exec(
-        self, script: Iterable[str], config: dict[str, Any], env_params: dict[str, Any]
-    ) -> Result:
-        """Run the script's lines on the host; `env_params` become its environment variables
-        (recorded by name only)."""
-        host = self._host(config)
-        try:
-            ticket = self.hosts.execute(
-                host.id if host is not None else None,
-                {"script": [str(line) for line in script], "secrets": dict(env_params)},
-                operation_data=self._exec_data(config),
-                time_limit=self.settings.poll_timeout,
-            )
-        except (FsmError, ValueError) as exc:
-            log.warning("remote_exec refused: %s", exc)
-            return Status.FAILED, {}
-        progress, info = self.hosts.progress(ticket)
-        result = {"asyncResultsUrl": ticket.url(), "pollInterval": self.settings.poll_interval}
-        if progress is Progress.FAILED:  # refused, or it ran here at once and failed
-            return Status.FAILED, {**result, **_output(info)}
-        if progress is Progress.SUCCEEDED:
-            return Status.SUCCEEDED, result
-        return Status.PENDING, result
-
-    def get_remote_exec_results(self, config: dict[str, Any]) -> Result:
-        """Wait for the script; its stdout / stderr / exitCode whether it succeeded or not."""
-        progress, info = self._wait(config)
-        if progress is None:
-            return Status.PENDING, {}
-        return status_of(progress), _output(info)
-
-    def wait_remote_exec_operation(self, params: dict[str, Any]) -> Result:
-        return self._wait_result(params)
-
-    # -- SupportsVMOps (the older names) -------------------------------------------------------
-
-    def vm_provision(self, params: dict[str, Any]) -> Result:
-        return self.provision_host(params)
-
-    def wait_vm_deployment(self, is_setup: bool, params: dict[str, Any]) -> Result:
-        return self.wait_host_deployment(params, is_setup=is_setup)
-
-    def vm_start(self, params: dict[str, Any]) -> Result:
-        return self.start_host(params)
-
-    def vm_stop(self, params: dict[str, Any]) -> Result:
-        return self.stop_host(params)
-
-    def vm_restart(self, params: dict[str, Any]) -> Result:
-        return self.restart_host(params)
-
-    def vm_deprovision(self, params: dict[str, Any]) -> Result:
-        """Deletes, like deprovision_host (the old docstring's "deallocates" is issue 498)."""
-        return self.deprovision_host(params)
-
-    def wait_vm_operation(self, params: dict[str, Any]) -> Result:
-        return self.wait_host_operation(params)
-
-
-def _output(info: dict[str, Any]) -> dict[str, Any]:
-    return {k: info[k] for k in ("stdout", "stderr", "exitCode") if k in info}

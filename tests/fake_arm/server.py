@@ -1,9 +1,12 @@
 """The fake ARM over HTTPS: the Microsoft.Compute REST subset the Azure backend uses.
 
 Long-running operations behave like ARM's: 201/202 with `Azure-AsyncOperation` (and, for
-POST and DELETE, `Location`) headers; the operation resource says InProgress, then Succeeded,
-Failed or Canceled; the Location monitor answers 202 until the operation is done. Payloads
-follow Azure's published REST examples.
+POST and DELETE, `Location`) headers and `Retry-After`; the operation resource says InProgress,
+then Succeeded, Failed or Canceled; the Location monitor answers 202 until the operation is
+done. What the REST examples also document is served on demand (`World` knobs): a synchronous
+200 for VM actions, 200/204 for a DELETE, 200/201/202 for a Run Command PUT. A Run Command on
+a VM that is not running is refused (409), as Azure refuses it. Payloads follow Azure's
+published REST examples. ARM template deployments are in `deployments`.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fake_arm.deployments import deployment_resource
+from tests.fake_arm.resources import RunCommand, Vm
 from tests.fake_arm.tls import TlsFiles
-from tests.fake_arm.world import Operation, Request, RunCommand, Vm, World
+from tests.fake_arm.world import Operation, Request, World
 
 API_VERSION = "2026-04-01"
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _RG = _SUB + r"/resourceGroups/(?P<rg>[^/]+)"
 _VMS = _RG + r"/providers/Microsoft\.Compute/virtualMachines"
+_DEPLOYMENTS = _RG + r"/providers/Microsoft\.Resources/deployments"
 ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(_SUB + r"/providers/Microsoft\.Compute/virtualMachines$", re.I), "list_all"),
     ("GET", re.compile(_VMS + r"$", re.I), "list_rg"),
@@ -44,6 +50,13 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         re.compile(
             _SUB + r"/providers/Microsoft\.Compute/locations/[^/]+/operations/(?P<op>[^/]+)$"
         ),
+        "get_operation",
+    ),
+    ("PUT", re.compile(_DEPLOYMENTS + r"/(?P<vm>[^/]+)$", re.I), "put_deployment"),
+    ("GET", re.compile(_DEPLOYMENTS + r"/(?P<vm>[^/]+)$", re.I), "get_deployment"),
+    (
+        "GET",
+        re.compile(_DEPLOYMENTS + r"/[^/]+/operationStatuses/(?P<op>[^/]+)$", re.I),
         "get_operation",
     ),
 ]
@@ -75,6 +88,9 @@ class FakeArm:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 response = fake.dispatch(self.command, self.path, dict(self.headers), raw)
+                if response.status == 0:  # an injected dropped connection: no answer at all
+                    self.close_connection = True
+                    return
                 if isinstance(response.body, bytes):
                     payload = response.body
                 elif response.body is None:
@@ -149,10 +165,15 @@ class FakeArm:
     # -- helpers -------------------------------------------------------------------------------
 
     def _operation_headers(self, op: Operation, *, location: bool) -> dict[str, str]:
-        path = (
-            f"{self.base_url}/subscriptions/{self.world.subscription}/providers/Microsoft.Compute"
-            f"/locations/{op.location}/operations/{op.id}?p={uuid.uuid4()}&api-version={API_VERSION}"
-        )
+        sub = f"{self.base_url}/subscriptions/{self.world.subscription}"
+        if op.kind == "deployment":
+            where = (
+                f"/resourceGroups/{op.resource_group}/providers/Microsoft.Resources"
+                f"/deployments/{op.vm}/operationStatuses/{op.id}"
+            )
+        else:
+            where = f"/providers/Microsoft.Compute/locations/{op.location}/operations/{op.id}"
+        path = f"{sub}{where}?p={uuid.uuid4()}&api-version={API_VERSION}"
         headers = {"Azure-AsyncOperation": path, "Retry-After": "1"}
         if location:
             headers["Location"] = path + "&monitor=true"
@@ -233,6 +254,9 @@ class FakeArm:
         if self.world.busy(groups["rg"], groups["vm"]):
             return _error(409, "OperationNotAllowed", "another operation is in progress")
         op = self.world.start_operation("delete", groups["rg"], groups["vm"], vm.location)
+        if self.world.delete_status in (200, 204):  # deleted synchronously
+            self.world.finish_now(op)
+            return Response(self.world.delete_status)
         return Response(202, None, self._operation_headers(op, location=True))
 
     def _vm_action(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
@@ -247,6 +271,9 @@ class FakeArm:
         op = self.world.start_operation(action, groups["rg"], groups["vm"], vm.location)
         if action == "powerOff" and query.get("skipShutdown", "").lower() == "true":
             op.duration /= 2  # skipping the graceful shutdown is quicker
+        if action in self.world.sync_actions:  # the REST examples' 200: done synchronously
+            self.world.finish_now(op)
+            return Response(200, None)
         return Response(202, None, self._operation_headers(op, location=True))
 
     def _put_rc(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
@@ -256,6 +283,12 @@ class FakeArm:
         properties = body.get("properties") if isinstance(body, dict) else None
         if not isinstance(properties, dict) or not isinstance(body.get("location"), str):
             return _error(400, "InvalidRequestContent", "location and properties are required")
+        if vm.power != "running" or vm.provisioning.lower() not in ("succeeded", "updating"):
+            return _error(
+                409,
+                "OperationNotAllowed",
+                "The operation requires the VM to be running (or set to run).",
+            )
         self.world.run_command_bodies.append(body)
         params = properties.get("parameters") or []
         protected = properties.get("protectedParameters") or []
@@ -272,15 +305,50 @@ class FakeArm:
             [str(p["name"]) for p in params],
             [str(p["name"]) for p in protected],
         )
+        timeout = properties.get("timeoutInSeconds")
+        if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0:
+            rc.timeout = timeout
         self.world.run_commands[key] = rc
         op = self.world.start_operation(
             "runCommand", groups["rg"], groups["vm"], body["location"], run_command=rc.name, env=env
         )
+        status = self.world.run_command_status or (201 if created else 200)
+        if status == 202:  # the REST example's Accepted: no body, both LRO headers
+            return Response(202, None, self._operation_headers(op, location=True))
         return Response(
-            201 if created else 200,
+            status,
             rc.resource(self.world.subscription, instance_view=False),
             self._operation_headers(op, location=False),
         )
+
+    def _put_deployment(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
+        properties = body.get("properties") if isinstance(body, dict) else None
+        template = properties.get("template") if isinstance(properties, dict) else None
+        if not isinstance(template, dict):
+            return _error(400, "InvalidTemplate", "properties.template is required")
+        rg, name = groups["rg"], groups["vm"]
+        key = (rg.lower(), name.lower())
+        created = key not in self.world.deployments
+        self.world.deployments[key] = {
+            "template": template,
+            "parameters": dict(properties.get("parameters") or {}),
+            "state": "Accepted",
+        }
+        self.world.deployment_bodies.append(body)
+        op = self.world.start_operation("deployment", rg, name, "westus")
+        resource = deployment_resource(
+            self.world.subscription, rg, name, self.world.deployments[key]
+        )
+        return Response(
+            201 if created else 200, resource, self._operation_headers(op, location=False)
+        )
+
+    def _get_deployment(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
+        rg, name = groups["rg"], groups["vm"]
+        record = self.world.deployments.get((rg.lower(), name.lower()))
+        if record is None:
+            return _error(404, "DeploymentNotFound", f"Deployment '{name}' could not be found.")
+        return Response(200, deployment_resource(self.world.subscription, rg, name, record))
 
     def _get_rc(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
         key = (groups["rg"].lower(), groups["vm"].lower(), groups["rc"].lower())

@@ -2,17 +2,26 @@
 
 Operations take real (wall-clock) time and finish lazily: every request first advances the
 world, applying the effects of the operations whose time is up, so answers are always coherent
-with what a client polling the operation would see.
+with what a client polling the operation would see. Like ARM, the VM's own state lags: for
+`stale_window` seconds after an operation starts, GETs and listings still show the old
+statuses (and the old status time), then the transitional ones, then the outcome with a new
+time. Run commands run their script in a sandboxed bash (`runner`).
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from tests.fake_arm.deployments import parameter_values, template_vms
+from tests.fake_arm.resources import RunCommand, Vm, stamp
+from tests.fake_arm.runner import run_script, sandbox
 
 # what an operation does to its VM while it runs (provisioning, power) and when it succeeds
 RUNNING_STATE = {
@@ -35,98 +44,6 @@ SUCCEEDED_POWER = {
 
 
 @dataclass
-class Vm:
-    resource_group: str
-    name: str
-    location: str
-    properties: dict[str, Any]
-    provisioning: str = "Creating"
-    power: str | None = None
-    vm_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def resource(self, subscription: str, *, instance_view: bool) -> dict[str, Any]:
-        properties = {**self.properties, "vmId": self.vm_id, "provisioningState": self.provisioning}
-        if instance_view:
-            when = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-            statuses = [
-                {
-                    "code": f"ProvisioningState/{self.provisioning.lower()}",
-                    "level": "Info" if self.provisioning != "Failed" else "Error",
-                    "displayStatus": f"Provisioning {self.provisioning.lower()}",
-                    "time": when,
-                }
-            ]
-            if self.provisioning == "Failed":
-                statuses[0]["code"] += "/InternalExecutionError"
-            if self.power:
-                statuses.append(
-                    {
-                        "code": f"PowerState/{self.power}",
-                        "level": "Info",
-                        "displayStatus": f"VM {self.power}",
-                    }
-                )
-            properties["instanceView"] = {"statuses": statuses}
-        return {
-            "id": (
-                f"/subscriptions/{subscription}/resourceGroups/{self.resource_group}"
-                f"/providers/Microsoft.Compute/virtualMachines/{self.name}"
-            ),
-            "name": self.name,
-            "type": "Microsoft.Compute/virtualMachines",
-            "location": self.location,
-            "properties": properties,
-        }
-
-
-@dataclass
-class RunCommand:
-    resource_group: str
-    vm: str
-    name: str
-    location: str
-    script: str
-    parameter_names: list[str]
-    protected_names: list[str]
-    provisioning: str = "Creating"
-    execution_state: str = "Running"
-    exit_code: int | None = None
-    output: str = ""
-    error: str = ""
-
-    def resource(self, subscription: str, *, instance_view: bool) -> dict[str, Any]:
-        properties: dict[str, Any] = {
-            "source": {"script": self.script},
-            # Azure never echoes parameter values back; the fake does not either
-            "parameters": [{"name": n, "value": ""} for n in self.parameter_names],
-            "asyncExecution": False,
-            "timeoutInSeconds": 3600,
-            "provisioningState": self.provisioning,
-        }
-        if instance_view:
-            properties["instanceView"] = {
-                "executionState": self.execution_state,
-                "executionMessage": "",
-                "exitCode": self.exit_code,
-                "output": self.output,
-                "error": self.error,
-                "startTime": "2026-01-01T00:00:00+00:00",
-                "endTime": "2026-01-01T00:00:01+00:00",
-                "statuses": None,
-            }
-        return {
-            "name": self.name,
-            "id": (
-                f"/subscriptions/{subscription}/resourceGroups/{self.resource_group}"
-                f"/providers/Microsoft.Compute/virtualMachines/{self.vm}/runCommands/{self.name}"
-            ),
-            "type": "Microsoft.Compute/virtualMachines/runCommands",
-            "location": self.location,
-            "properties": properties,
-        }
-
-
-@dataclass
 class Operation:
     id: str
     kind: str
@@ -138,6 +55,7 @@ class Operation:
     outcome: str  # Succeeded / Failed / Canceled
     previous_power: str | None = None
     run_command: str | None = None
+    shown: bool = False  # whether the VM shows this operation yet (after the stale window)
     done: bool = False
     error: dict[str, str] | None = None
     polls: int = 0
@@ -181,6 +99,20 @@ class World:
         self.run_command_bodies: list[dict[str, Any]] = []
         self.vm_bodies: list[dict[str, Any]] = []
         self._env_of: dict[str, dict[str, str]] = {}  # a run command's environment, until it runs
+        #: seconds during which a VM still shows its old state after an operation starts
+        self.stale_window = 0.05
+        #: how a run command PUT is answered: 201 (created), 200 (updated) or 202 (accepted)
+        self.run_command_status: int | None = None
+        #: VM actions (start, powerOff, restart, deallocate) answered 200: done synchronously
+        self.sync_actions: set[str] = set()
+        #: how a DELETE of a VM is answered: 202 (accepted), or 200 / 204 (done synchronously)
+        self.delete_status = 202
+        #: where each VM's sandbox (home, cwd, TMPDIR of its run commands) lives
+        self.sandbox_root = Path(tempfile.mkdtemp(prefix="fake-arm-vms-"))
+        #: the fake Azure Files: <share_root>/<account>/<share>/...
+        self.share_root = self.sandbox_root / "shares"
+        self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
+        self.deployment_bodies: list[dict[str, Any]] = []
 
     # -- faults and knobs ----------------------------------------------------------------------
 
@@ -231,12 +163,45 @@ class World:
         """Apply the effects of every operation whose time is up."""
         now = time.monotonic()
         with self.lock:
-            for op in self.operations.values():
+            for op in list(self.operations.values()):
+                if not op.done and not op.shown and now - op.started >= self.stale_window:
+                    self._show(op)
                 if not op.done and now - op.started >= op.duration:
                     self._finish(op)
 
+    def _finish_deployment(self, op: Operation) -> None:
+        """A template deployment is done: its VMs exist (and run)."""
+        record = self.deployments[(op.resource_group.lower(), op.vm.lower())]
+        if op.outcome != "Succeeded":
+            record["state"] = op.outcome
+            op.error = {"code": "DeploymentFailed", "message": "the fake failed it on purpose"}
+            return
+        values = parameter_values(record["template"], record["parameters"])
+        for name, location, properties in template_vms(record["template"], values, "westus"):
+            key = (op.resource_group.lower(), name.lower())
+            vm = self.vms.get(key) or Vm(op.resource_group, name, location, properties)
+            vm.properties.update(properties)
+            vm.settle("Succeeded", "running")
+            self.vms[key] = vm
+        record["state"] = "Succeeded"
+
+    def _show(self, op: Operation) -> None:
+        """The stale window is over: the VM now shows the operation running."""
+        op.shown = True
+        vm = self.vms.get((op.resource_group.lower(), op.vm.lower()))
+        if vm is not None and op.kind in RUNNING_STATE:
+            provisioning, power = RUNNING_STATE[op.kind]
+            vm.provisioning = provisioning
+            if power != "keep":
+                vm.power = power
+
     def _finish(self, op: Operation) -> None:
+        if not op.shown:
+            self._show(op)
         op.done = True
+        if op.kind == "deployment":
+            self._finish_deployment(op)
+            return
         key = (op.resource_group.lower(), op.vm.lower())
         vm = self.vms.get(key)
         if op.kind == "runCommand":
@@ -248,7 +213,12 @@ class World:
             if op.outcome == "Succeeded":
                 env = {n: "" for n in rc.parameter_names + rc.protected_names}
                 env.update(self._env_of.pop(op.id, {}))
-                rc.output, rc.error, rc.exit_code = run_script(rc.script, env)
+                rc.start_time = stamp()
+                home = sandbox(self.sandbox_root, op.vm)
+                rc.output, rc.error, rc.exit_code = run_script(
+                    rc.script, env, home=home, share_root=self.share_root, timeout=rc.timeout
+                )
+                rc.end_time = stamp()
                 rc.execution_state = "Succeeded" if rc.exit_code == 0 else "Failed"
                 rc.provisioning = "Succeeded"
             else:
@@ -264,18 +234,15 @@ class World:
             if op.outcome == "Succeeded":
                 del self.vms[key]
             else:
-                vm.provisioning = "Failed"
+                vm.settle("Failed", vm.power)
             return
         if op.outcome == "Succeeded":
-            vm.provisioning = "Succeeded"
             power = SUCCEEDED_POWER[op.kind]
-            vm.power = op.previous_power if power == "keep" else power
+            vm.settle("Succeeded", op.previous_power if power == "keep" else power)
         elif op.outcome == "Canceled":
-            vm.provisioning = "Succeeded" if op.kind != "create" else "Canceled"
-            vm.power = op.previous_power
+            vm.settle("Succeeded" if op.kind != "create" else "Canceled", op.previous_power)
         else:
-            vm.provisioning = "Failed"
-            vm.power = op.previous_power
+            vm.settle("Failed", op.previous_power)
             op.error = {
                 "code": "OSProvisioningTimedOut"
                 if op.kind == "create"
@@ -311,13 +278,16 @@ class World:
             )
             if env:
                 self._env_of[op.id] = dict(env)
-            if vm is not None and kind in RUNNING_STATE:
-                provisioning, power = RUNNING_STATE[kind]
-                vm.provisioning = provisioning
-                if power != "keep":
-                    vm.power = power
             self.operations[op.id] = op
+            if self.stale_window <= 0:
+                self._show(op)
             return op
+
+    def finish_now(self, op: Operation) -> None:
+        """Complete an operation at once (a request answered synchronously)."""
+        with self.lock:
+            op.duration = 0.0
+            self._finish(op)
 
     def busy(self, resource_group: str, vm_name: str) -> bool:
         """Whether a VM operation (not a run command) is still running on this VM."""
@@ -329,35 +299,3 @@ class World:
                 == (resource_group.lower(), vm_name.lower())
                 for op in self.operations.values()
             )
-
-
-_VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")
-
-
-def run_script(script: str, env: dict[str, str]) -> tuple[str, str, int]:
-    """A tiny shell: `echo TEXT` (with $VAR), `echo TEXT >&2`, `exit N`, `true`, `false`."""
-    out: list[str] = []
-    err: list[str] = []
-    status = 0
-    for raw in script.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = _VAR.sub(lambda m: env.get(m.group(1) or m.group(2), ""), line)
-        word, _, rest = line.partition(" ")
-        if word == "exit":
-            return "".join(out), "".join(err), int(rest.strip() or status)
-        if word == "echo":
-            to_err = rest.rstrip().endswith(">&2")
-            text = rest.rstrip()[:-3].rstrip() if to_err else rest
-            text = text.strip().strip("'\"")
-            (err if to_err else out).append(text + "\n")
-            status = 0
-        elif word in ("true", ":"):
-            status = 0
-        elif word == "false":
-            status = 1
-        else:
-            err.append(f"fake-arm: {word}: command not found\n")
-            status = 127
-    return "".join(out), "".join(err), status
