@@ -22,12 +22,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fake_arm import kernel
 from tests.fake_arm.deployments import deployment_resource
+from tests.fake_arm.files import FakeFiles
+from tests.fake_arm.proxy import ForwardProxy
 from tests.fake_arm.resources import RunCommand, Vm
 from tests.fake_arm.tls import TlsFiles
 from tests.fake_arm.world import Operation, Request, World
 
 API_VERSION = "2026-04-01"
+ARM_RESOURCE = "https://management.azure.com"
+STORAGE_RESOURCE = "https://storage.azure.com"
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _RG = _SUB + r"/resourceGroups/(?P<rg>[^/]+)"
 _VMS = _RG + r"/providers/Microsoft\.Compute/virtualMachines"
@@ -74,7 +79,11 @@ def _error(status: int, code: str, message: str) -> Response:
 
 
 class FakeArm:
-    """Serve `World` over TLS on 127.0.0.1 (an ephemeral port) in a daemon thread."""
+    """Serve `World` over TLS on 127.0.0.1 (an ephemeral port) in a daemon thread, with a
+    managed-identity token endpoint (App Service style: `IDENTITY_ENDPOINT` and
+    `IDENTITY_HEADER`, what azure-identity's DefaultAzureCredential reads), the fake Azure
+    Files and the proxy that reaches it (`client_environment()` says how a client finds them).
+    """
 
     def __init__(self, tls: TlsFiles, *, subscription: str, token: str) -> None:
         self.world = World(subscription, token)
@@ -119,6 +128,9 @@ class FakeArm:
         self.port = self.server.server_address[1]
         self.base_url = f"https://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.files = FakeFiles(self.world.files, tls.files)
+        kernel.image()  # the VMs' kernel files, read once per process before any VM boots
+        self.proxy = ForwardProxy(self.files.port)
 
     def start(self) -> FakeArm:
         self._thread.start()
@@ -127,6 +139,21 @@ class FakeArm:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.proxy.stop()
+        self.files.stop()
+        self.world.shutdown()
+
+    def client_environment(self) -> dict[str, str]:
+        """The environment of a client that authenticates with DefaultAzureCredential (the
+        managed identity endpoint) and reaches Azure Files through the proxy; ARM itself is
+        addressed by its base URL (`baseUrl` / `caBundle`)."""
+        return {
+            "IDENTITY_ENDPOINT": f"{self.base_url}/msi/token",
+            "IDENTITY_HEADER": self.world.identity_header,
+            "HTTPS_PROXY": self.proxy.url,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "REQUESTS_CA_BUNDLE": str(self.tls.ca),
+        }
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -136,6 +163,8 @@ class FakeArm:
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         with world.lock:
             world.requests.append(Request(method, url.path, url.query, time.monotonic()))
+        if method == "GET" and url.path == "/msi/token":
+            return self._token(headers, query)
         auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
         if auth != f"Bearer {world.token}":
             with world.lock:
@@ -161,6 +190,29 @@ class FakeArm:
                     result: Response = handler(match.groupdict(), query, body)
                     return result
         return _error(404, "NotFound", f"no route for {method} {url.path}")
+
+    def _token(self, headers: dict[str, str], query: dict[str, str]) -> Response:
+        """A managed identity token, as App Service's endpoint (api-version 2019-08-01) gives
+        one: for ARM the bearer token the fake ARM takes, for storage the fake Files' token."""
+        secret = {k.lower(): v for k, v in headers.items()}.get("x-identity-header")
+        if secret != self.world.identity_header:
+            return _error(401, "Unauthorized", "X-IDENTITY-HEADER is missing or wrong")
+        resource = query.get("resource", "").removesuffix("/.default").rstrip("/")
+        tokens = {ARM_RESOURCE: self.world.token, STORAGE_RESOURCE: self.world.files.token}
+        if resource not in tokens:
+            return _error(400, "InvalidResource", f"no token for resource {resource!r}")
+        with self.world.lock:
+            self.world.token_requests.append(resource)
+        return Response(
+            200,
+            {
+                "access_token": tokens[resource],
+                "expires_on": str(int(time.time()) + 3600),
+                "resource": resource,
+                "token_type": "Bearer",
+                "client_id": "00000000-0000-0000-0000-0000000c1e47",
+            },
+        )
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -271,6 +323,7 @@ class FakeArm:
         op = self.world.start_operation(action, groups["rg"], groups["vm"], vm.location)
         if action == "powerOff" and query.get("skipShutdown", "").lower() == "true":
             op.duration /= 2  # skipping the graceful shutdown is quicker
+            op.graceful = False
         if action in self.world.sync_actions:  # the REST examples' 200: done synchronously
             self.world.finish_now(op)
             return Response(200, None)
@@ -310,8 +363,11 @@ class FakeArm:
             rc.timeout = timeout
         self.world.run_commands[key] = rc
         op = self.world.start_operation(
-            "runCommand", groups["rg"], groups["vm"], body["location"], run_command=rc.name, env=env
+            "runCommand", groups["rg"], groups["vm"], body["location"], run_command=rc.name
         )
+        if op.outcome == "Succeeded":
+            names = rc.parameter_names + rc.protected_names
+            self.world.run_script(op, rc, {**{n: "" for n in names}, **env})
         status = self.world.run_command_status or (201 if created else 200)
         if status == 202:  # the REST example's Accepted: no body, both LRO headers
             return Response(202, None, self._operation_headers(op, location=True))
