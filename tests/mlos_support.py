@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import mlos_bench
 from mlos_bench.environments.base_environment import Environment
 from mlos_bench.environments.composite_env import CompositeEnv
-from mlos_bench.services.base_fileshare import FileShareService
 from mlos_bench.services.base_service import Service
 from mlos_bench.services.config_persistence import ConfigPersistenceService
 from mlos_bench.tunables.tunable_groups import TunableGroups
@@ -83,48 +81,6 @@ def events(engine: Engine, entity_id: str) -> list[tuple[str, str, str]]:
 
 
 CONFIG_DIR = Path(mlos_bench.__file__).parent / "config"  # the shipped configs, not copies
-
-
-class DirectoryFileShareService(FileShareService):
-    """A stand-in for Azure Files (no network here): the share `storageAccountName` /
-    `storageFileShareName` is a directory under `shareRoot` (the fake ARM's `share_root`, which
-    the fake VMs' `mount -t cifs` reaches). It takes upstream's AzureFileShareService config."""
-
-    def _validate_json_config(self, config: dict[str, Any]) -> None:
-        allowed = {"storageAccountName", "storageFileShareName", "storageAccountKey", "shareRoot"}
-        unknown = set(config) - allowed
-        assert not unknown, f"unknown fileshare config keys {unknown}"
-
-    def _share(self) -> Path:
-        config = self.config
-        return (
-            Path(config["shareRoot"])
-            / config["storageAccountName"]
-            / (config["storageFileShareName"])
-        )
-
-    def upload(
-        self, params: dict[str, Any], local_path: str, remote_path: str, recursive: bool = True
-    ) -> None:
-        super().upload(params, local_path, remote_path, recursive)
-        target = self._share() / remote_path
-        if Path(local_path).is_dir():
-            shutil.copytree(local_path, target, dirs_exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(local_path, target)
-
-    def download(
-        self, params: dict[str, Any], remote_path: str, local_path: str, recursive: bool = True
-    ) -> None:
-        super().download(params, remote_path, local_path, recursive)
-        source = self._share() / remote_path
-        if not source.exists():
-            raise FileNotFoundError(remote_path)
-        if source.is_dir():
-            shutil.copytree(source, local_path, dirs_exist_ok=True)
-        else:
-            shutil.copyfile(source, local_path)
 
 
 def class_name(cls: type) -> str:

@@ -83,6 +83,38 @@ def _delete(bench: dict[str, Any]) -> None:
     assert ours.wait_host_deployment(result, is_setup=False)[0].is_succeeded()
 
 
+def test_boot_ubuntu_against_an_existing_vm(bench: dict[str, Any], arm: FakeArm) -> None:
+    """boot-ubuntu.jsonc on a VM made elsewhere: OSEnv adopts it (one GET); the local env
+    generates grub.cfg and uploads it with mlos_bench's AzureFileShareService; on the VM, the
+    remote env's `sudo mount -t cifs` (real mount(8); the cifs helper checks the account key)
+    mounts the share and reads the file back; teardown shuts the VM down (its OS with it)."""
+    config = bench["config"]
+    _existing_vm(arm, config)
+    env = _load(bench, "environments/os/linux/boot/boot-ubuntu.jsonc")
+    machine = arm.world.machine(config["resourceGroup"], config["vmName"])
+    with env as ctx:
+        assert ctx.setup(env.tunable_params)
+        status, _, _ = ctx.run()
+        assert status.is_ready()  # no run script: READY, as mlos_bench reports it
+        assert "on /mnt/osat_fs type" in machine.run("mount", {}, timeout=10)[0]
+        ctx.teardown()
+    vm = arm.world.vms[(config["resourceGroup"].lower(), config["vmName"].lower())]
+    assert vm.power == "stopped" and not machine.up  # OSEnv's teardown: the OS went down
+    outputs = [rc.output for rc in arm.world.run_commands.values()]
+    assert any(
+        'GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT} idle=halt"' in out
+        for out in outputs
+    )
+    bodies = [b["properties"] for b in arm.world.run_command_bodies]
+    assert all(config["storageAccountKey"] not in b["source"]["script"] for b in bodies)
+    assert any(p["name"] == "storageAccountKey" for b in bodies for p in b["protectedParameters"])
+    host = bench["ours"].hosts.current_host(bench["ours"]._host_key(config))
+    assert host is not None
+    assert [t.event for t in bench["ours"].engine.history(host.id)][:1] == ["adopted_running"]
+    assert config["storageAccountKey"] not in database_text(bench["ours"].engine)
+    _delete(bench)
+
+
 def test_setup_ubuntu_applies_the_kernel_tunables_on_an_existing_vm(
     bench: dict[str, Any], arm: FakeArm
 ) -> None:
