@@ -68,18 +68,12 @@ def _git_repository(path: Path) -> dict[str, str]:
 
 
 def _mlos_bench(work: Path, env: dict[str, str]) -> str:
+    argv = [sys.executable, "-m", "mlos_bench.run"]
+    argv += ["--config", str(CONFIG_DIR / "cli/azure-redis-bench.jsonc")]
+    argv += ["--globals", "experiments/experiment_RedisBench.jsonc"]
+    argv += ["--tunable_values", "tunable-values.jsonc"]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlos_bench.run",
-            "--config",
-            str(CONFIG_DIR / "cli/azure-redis-bench.jsonc"),
-            "--globals",
-            "experiments/experiment_RedisBench.jsonc",
-            "--tunable_values",
-            "tunable-values.jsonc",
-        ],  # fmt: skip
+        argv,
         env=env,
         cwd=work,
         capture_output=True,
