@@ -28,7 +28,7 @@ from tests.fake_arm.files import FakeFiles
 from tests.fake_arm.proxy import ForwardProxy
 from tests.fake_arm.resources import RunCommand, Vm
 from tests.fake_arm.tls import TlsFiles
-from tests.fake_arm.world import Operation, Request, World
+from tests.fake_arm.world import Operation, Request, World, size_of
 
 API_VERSION = "2026-04-01"
 ARM_RESOURCE = "https://management.azure.com"
@@ -280,12 +280,15 @@ class FakeArm:
         properties = json.loads(json.dumps(body.get("properties") or {}))
         properties.get("osProfile", {}).pop("adminPassword", None)  # never returned by ARM
         created = vm is None
+        resize = vm is not None and "hardwareProfile" in properties
+        resize = resize and size_of(vm.properties) != size_of(properties)
         if vm is None:
             vm = Vm(rg, name, body["location"], properties)
             self.world.vms[(rg.lower(), name.lower())] = vm
         else:
             vm.properties.update(properties)
         op = self.world.start_operation("create" if created else "update", rg, name, vm.location)
+        op.resize = resize
         return Response(
             201 if created else 200,
             vm.resource(self.world.subscription, instance_view=False),

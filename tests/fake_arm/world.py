@@ -67,6 +67,7 @@ class Operation:
     done: bool = False
     script_done: bool = True  # a run command: whether its script has ended
     graceful: bool = True  # a power-off: with the OS's own shutdown
+    resize: bool = False  # an update that changes the VM's size (Azure restarts it)
     error: dict[str, str] | None = None
     polls: int = 0
 
@@ -201,7 +202,7 @@ class World:
             vm = self.vms.get(key)
             if vm is None:
                 vm = Vm(op.resource_group, name, location, properties)
-            elif _size(vm.properties) != _size(properties):
+            elif size_of(vm.properties) != size_of(properties):
                 self._os_off(key)
             vm.properties.update(properties)
             vm.settle("Succeeded", "running")
@@ -255,7 +256,7 @@ class World:
             return
         if op.outcome == "Succeeded":
             power = SUCCEEDED_POWER[op.kind]
-            if op.kind in ("powerOff", "deallocate"):
+            if op.kind in ("powerOff", "deallocate") or op.resize:
                 self._os_off(key, graceful=op.graceful)
             vm.settle("Succeeded", op.previous_power if power == "keep" else power)
         elif op.outcome == "Canceled":
@@ -381,5 +382,5 @@ class World:
             )
 
 
-def _size(properties: dict[str, Any]) -> Any:
+def size_of(properties: dict[str, Any]) -> Any:
     return (properties.get("hardwareProfile") or {}).get("vmSize")
