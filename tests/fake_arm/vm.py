@@ -39,12 +39,14 @@ _ROOT_DIRS += ("var/tmp", "var/cache/apt/archives/partial", "var/lib/waagent/run
 _MERGED_USR = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
 KERNEL = "/boot/vmlinuz-5.4.0-1109-azure"  # the kernel of Azure's Ubuntu 18.04 image
 _HIDDEN_ETC = ("ssh", "munge", "slurm")  # this machine's keys are not the VM's
-_DEFAULT_GRUB = f"""GRUB_DEFAULT=0
+_DEFAULT_GRUB = """GRUB_DEFAULT=0
 GRUB_TIMEOUT=0
 GRUB_DISTRIBUTOR=Ubuntu
-GRUB_CMDLINE_LINUX_DEFAULT="{kernel.DEFAULT_CMDLINE}"
+GRUB_CMDLINE_LINUX_DEFAULT="quiet splash"
 GRUB_CMDLINE_LINUX=""
 """
+#: what Ubuntu's cloud images add (/etc/default/grub.d/50-cloudimg-settings.cfg)
+_CLOUDIMG_GRUB = f'GRUB_CMDLINE_LINUX_DEFAULT="{kernel.DEFAULT_CMDLINE}"\n'
 
 
 def missing_tools() -> list[str]:
@@ -145,6 +147,8 @@ class FakeVm:
         (etc / "apt/apt.conf.d/99fake-vm-offline").write_text('Acquire::Retries "0";\n')
         (etc / "default").mkdir()
         (etc / "default" / "grub").write_text(_DEFAULT_GRUB)
+        (etc / "default/grub.d").mkdir()
+        (etc / "default/grub.d/50-cloudimg-settings.cfg").write_text(_CLOUDIMG_GRUB)
         self.control.mkdir(parents=True, exist_ok=True)
 
     def _copy(self, source: str, target: Path) -> None:
