@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import mlos_bench
 from mlos_bench.environments.base_environment import Environment
 from mlos_bench.environments.composite_env import CompositeEnv
+from mlos_bench.services.base_fileshare import FileShareService
 from mlos_bench.services.base_service import Service
 from mlos_bench.services.config_persistence import ConfigPersistenceService
 from mlos_bench.tunables.tunable_groups import TunableGroups
@@ -81,6 +83,45 @@ def events(engine: Engine, entity_id: str) -> list[tuple[str, str, str]]:
 
 
 CONFIG_DIR = Path(mlos_bench.__file__).parent / "config"  # the shipped configs, not copies
+
+
+class HomeFileShare(FileShareService):
+    """Files of a host's home directory (config `home`): what upstream's SshFileShareService
+    does with scp against the SSH user's home, for hosts whose home is on this machine (our
+    LocalHostService's `cwd`, a simulated host's home). Paths are relative to the home."""
+
+    def _validate_json_config(self, config: dict[str, Any]) -> None:
+        assert set(config) <= {"home"}, f"unknown file share config keys {set(config)}"
+
+    def _path(self, remote_path: str) -> Path:
+        home = Path(self.config["home"]).resolve()
+        path = (home / remote_path).resolve()
+        assert path == home or home in path.parents, f"{remote_path} leaves the home"
+        return path
+
+    def upload(
+        self, params: dict[str, Any], local_path: str, remote_path: str, recursive: bool = True
+    ) -> None:
+        super().upload(params, local_path, remote_path, recursive)
+        target = self._path(remote_path)
+        if Path(local_path).is_dir():
+            shutil.copytree(local_path, target, dirs_exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local_path, target)
+
+    def download(
+        self, params: dict[str, Any], remote_path: str, local_path: str, recursive: bool = True
+    ) -> None:
+        super().download(params, remote_path, local_path, recursive)
+        source = self._path(remote_path)
+        if not source.exists():
+            raise FileNotFoundError(remote_path)
+        if source.is_dir():
+            shutil.copytree(source, local_path, dirs_exist_ok=True)
+        else:
+            Path(local_path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, local_path)
 
 
 def class_name(cls: type) -> str:
