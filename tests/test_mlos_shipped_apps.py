@@ -122,20 +122,28 @@ def test_setup_ubuntu_applies_the_kernel_tunables_on_an_existing_vm(
     (the real SDK), and applied on the VM by the generated config-kernel.sh, run with sudo from
     the cifs mount; they land in the VM's kernel, never in this machine's."""
     config = bench["config"]
-    config["tunable_params_map"]["linux-runtime"] = ["linux-scheduler", "linux-swap"]
+    groups = ["linux-scheduler", "linux-swap", "linux-hugepages-2048kB"]
+    config["tunable_params_map"]["linux-runtime"] = groups
     host_swappiness = Path("/proc/sys/vm/swappiness").read_text()
+    hugepages = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+    host_hugepages = Path(hugepages).read_text() if Path(hugepages).exists() else None
     _existing_vm(arm, config)
     env = _load(bench, "environments/os/linux/runtime/setup-ubuntu.jsonc")
     tunables = env.tunable_params
     tunables.assign({"sched_migration_cost_ns": 400000, "sched_latency_ns": 10000000})
-    tunables.assign({"swappiness": 7})
+    # sizes scaled down through the tunables (a real kernel would reserve 32 MiB here)
+    tunables.assign({"swappiness": 7, "nr_hugepages": 16})
     machine = arm.world.machine(config["resourceGroup"], config["vmName"])
     with env as ctx:
         assert ctx.setup(tunables)
         assert machine.sysctl("kernel.sched_migration_cost_ns") == "400000"
         assert machine.sysctl("kernel.sched_latency_ns") == "10000000"
         assert machine.sysctl("vm.swappiness") == "7"
+        assert machine.read(hugepages) == "16\n"
+        status, _, _ = ctx.run()
+        assert status.is_ready()  # no run script: READY, as mlos_bench reports it
         ctx.teardown()
+    assert host_hugepages is None or Path(hugepages).read_text() == host_hugepages
     assert Path("/proc/sys/vm/swappiness").read_text() == host_swappiness
     assert not Path("/proc/sys/kernel/sched_migration_cost_ns").exists()  # this machine's kernel
     share = arm.world.files.share(config["storageAccountName"], config["storageFileShareName"])
