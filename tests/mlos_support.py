@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import mlos_bench
+import pytest
 from mlos_bench.environments.base_environment import Environment
 from mlos_bench.environments.composite_env import CompositeEnv
 from mlos_bench.services.base_fileshare import FileShareService
@@ -124,6 +128,15 @@ class HomeFileShare(FileShareService):
             shutil.copyfile(source, local_path)
 
 
+def shipped_environment(
+    loader: ConfigPersistenceService, relative: str, config: dict[str, Any], service: Service
+) -> Environment:
+    """An environment config shipped with mlos_bench, loaded from the installed package."""
+    return loader.load_environment(
+        str(CONFIG_DIR / relative), TunableGroups(), global_config=config, service=service
+    )
+
+
 def class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -147,3 +160,35 @@ def shipped_service(
     ours = getattr(method, "__self__", bundle)
     assert isinstance(ours, cls), (ours, cls)
     return ours
+
+
+def scratch_repo(path: Path) -> dict[str, str]:
+    """A throw-away git repository at `path` (not the project's) for the experiment metadata
+    mlos_bench records (the root environment config's git commit), and the environment that
+    names it (GIT_DIR / GIT_WORK_TREE: for configs that live outside it, e.g. installed ones)."""
+    git = shutil.which("git")
+    if git is None:
+        pytest.fail("git is needed: mlos_bench records the config's git commit")
+    quiet: dict[str, Any] = {"check": True, "capture_output": True, "cwd": path}
+    subprocess.run([git, "init", "-q"], **quiet)
+    subprocess.run([git, "remote", "add", "origin", "https://example.invalid/bench.git"], **quiet)
+    identity = ["-c", "user.name=fsm tests", "-c", "user.email=tests@example.invalid"]
+    subprocess.run([git, *identity, "commit", "-q", "--allow-empty", "-m", "scratch"], **quiet)
+    return {"GIT_DIR": str(path / ".git"), "GIT_WORK_TREE": str(path)}
+
+
+def run_mlos_bench(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> str:
+    """The real `mlos_bench` command (schema validation off: it knows only its own service
+    classes); its output. It must exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mlos_bench.run", *args],
+        env={**os.environ, "MLOS_BENCH_SKIP_SCHEMA_VALIDATION": "true", **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-6000:]
+    return output

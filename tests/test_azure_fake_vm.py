@@ -190,19 +190,20 @@ def test_azure_files_mounts_check_the_account_and_its_key(
     status, out = run(
         service,
         "sudo mkdir -p /mnt/s",
-        mount.format("acct", "share", "acct", "wrong")
-        + " 2>&1 | head -1; echo key=${PIPESTATUS[0]}",
-        mount.format("nope", "share", "nope", "x") + " 2>&1 | head -1",
-        mount.format("acct", "other", "acct", "$KEY") + " 2>&1 | head -1",
+        mount.format("acct", "share", "acct", "wrong") + " 2> err; echo $?; head -1 err",
+        mount.format("nope", "share", "nope", "x") + " 2> err; echo $?; head -1 err",
+        mount.format("acct", "other", "acct", "$KEY") + " 2> err; echo $?; head -1 err",
         mount.format("acct", "share", "acct", "$KEY") + " && echo hello > /mnt/s/from-vm",
         "sudo apt-get -y install no-such-package > /dev/null 2>&1; echo apt=$?",
         KEY="the-key",
     )
     assert status is Status.SUCCEEDED, out
     assert str(out["stdout"]).splitlines() == [
+        "32",
         "mount error(13): Permission denied",
-        "key=32",
+        "32",
         "mount error: could not resolve address for nope.file.core.windows.net: Unknown error",
+        "32",
         "mount error(2): No such file or directory",
         "apt=100",
     ]

@@ -19,12 +19,8 @@ and directory, finding it in the default per-user database — nothing is left b
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -41,7 +37,7 @@ from tests.azure_bench import (
 )
 from tests.azure_support import require_fake_vms
 from tests.fake_arm import FakeArm
-from tests.mlos_support import CONFIG_DIR
+from tests.mlos_support import CONFIG_DIR, run_mlos_bench, scratch_repo
 
 pytest_plugins = ["tests.azure_fixtures"]  # the fake ARM's fixtures
 
@@ -55,35 +51,11 @@ TUNABLE_VALUES = {
 }
 
 
-def _git_repository(path: Path) -> dict[str, str]:
-    git = shutil.which("git")
-    if git is None:
-        pytest.fail("git is needed: mlos_bench records the root config's git commit")
-    quiet = {"check": True, "capture_output": True, "cwd": path}
-    subprocess.run([git, "init", "-q"], **quiet)  # type: ignore[call-overload]
-    subprocess.run([git, "remote", "add", "origin", "https://example.invalid/bench.git"], **quiet)  # type: ignore[call-overload]
-    identity = ["-c", "user.name=fsm tests", "-c", "user.email=tests@example.invalid"]
-    subprocess.run([git, *identity, "commit", "-q", "--allow-empty", "-m", "bench"], **quiet)  # type: ignore[call-overload]
-    return {"GIT_DIR": str(path / ".git"), "GIT_WORK_TREE": str(path)}
-
-
 def _mlos_bench(work: Path, env: dict[str, str]) -> str:
-    argv = [sys.executable, "-m", "mlos_bench.run"]
-    argv += ["--config", str(CONFIG_DIR / "cli/azure-redis-bench.jsonc")]
-    argv += ["--globals", "experiments/experiment_RedisBench.jsonc"]
-    argv += ["--tunable_values", "tunable-values.jsonc"]
-    done = subprocess.run(
-        argv,
-        env=env,
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-6000:]
-    return output
+    args = ["--config", str(CONFIG_DIR / "cli/azure-redis-bench.jsonc")]
+    args += ["--globals", "experiments/experiment_RedisBench.jsonc"]
+    args += ["--tunable_values", "tunable-values.jsonc"]
+    return run_mlos_bench(args, cwd=work, env=env, timeout=300)
 
 
 def test_azure_redis_bench_trial_over_the_fake_arm(
@@ -99,14 +71,8 @@ def test_azure_redis_bench_trial_over_the_fake_arm(
     data_home = tmp_path / "xdg"
     expected = experiment_globals(arm, None)
     prepare_cloud(arm, expected)
-    env = {
-        **os.environ,
-        **client_environment(arm),
-        **_git_repository(work),
-        "MLOS_BENCH_SKIP_SCHEMA_VALIDATION": "true",
-        "XDG_DATA_HOME": str(data_home),
-    }
-    env.pop("FSM_DB", None)
+    env = {**client_environment(arm), **scratch_repo(work), "XDG_DATA_HOME": str(data_home)}
+    monkeypatch.delenv("FSM_DB", raising=False)
     output = _mlos_bench(work, env)
 
     # the trial succeeded with the score redis-benchmark measured on the VM

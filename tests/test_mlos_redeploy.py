@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from mlos_bench.environments.status import Status
 from mlos_bench.services.config_persistence import ConfigPersistenceService
-from mlos_bench.tunables.tunable_groups import TunableGroups
 
 from backends.mlos import AzureVMService, LocalHostService, SimHostService
 from tests.azure_support import RG, TOKEN
@@ -22,10 +21,11 @@ from tests.mlos_support import (
     azure_service,
     events,
     local_service,
+    shipped_environment,
     shipped_service,
     sim_service,
 )
-from tests.test_mlos_shipped import VM_OPS, azure_globals
+from tests.test_mlos_shipped import PROVISION, VM_OPS, azure_globals
 
 pytest_plugins = ["tests.azure_fixtures"]  # the fake ARM's fixtures
 
@@ -77,12 +77,7 @@ def test_the_shipped_vm_env_redeploys_its_template_each_trial(
     config = azure_globals(arm, tmp_path)
     service = shipped_service(loader, VM_OPS, AzureVMService, config, loader)
     assert isinstance(service, AzureVMService)
-    env = loader.load_environment(
-        str(CONFIG_DIR / "environments/vm/azure/provision-ubuntu-vm.jsonc"),
-        TunableGroups(),
-        global_config=config,
-        service=service,
-    )
+    env = shipped_environment(loader, PROVISION, config, service)
     try:
         with env as ctx:
             for size in ("Standard_B2ms", "Standard_B2s"):

@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 from mlos_bench.services.config_persistence import ConfigPersistenceService
-from mlos_bench.tunables.tunable_groups import TunableGroups
 
 from backends.mlos import AzureVMService, EngineHostService, LocalHostService, SimHostService
 from tests.azure_support import RG, SUBSCRIPTION, TOKEN, database_text
 from tests.fake_arm import FakeArm
-from tests.mlos_support import CONFIG_DIR, shipped_service
+from tests.mlos_support import CONFIG_DIR, shipped_environment, shipped_service
 
 pytest_plugins = ["tests.azure_fixtures"]  # the fake ARM's fixtures
 
 VM_OPS = "services/remote/azure/service-linux-vm-ops.jsonc"
+PROVISION = "environments/vm/azure/provision-ubuntu-vm.jsonc"
 LOCAL_EXEC = "services/local/local_exec_service.jsonc"
 SSH_HOST = "services/remote/ssh/ssh_host_service.jsonc"
 SECRET = "St0rage-key-never-in-the-db"
@@ -108,12 +108,7 @@ def test_provision_ubuntu_vm_deploys_the_shipped_template(
     config = azure_globals(arm, tmp_path)
     service = shipped_service(loader, VM_OPS, AzureVMService, config, loader)
     assert isinstance(service, AzureVMService)
-    env = loader.load_environment(
-        str(CONFIG_DIR / "environments/vm/azure/provision-ubuntu-vm.jsonc"),
-        TunableGroups(),
-        global_config=config,
-        service=service,
-    )
+    env = shipped_environment(loader, PROVISION, config, service)
     with env as ctx:
         assert ctx.setup(env.tunable_params)
         assert (RG.lower(), "vm1") in arm.world.vms  # the template's VM, made by the deployment
@@ -140,12 +135,7 @@ def test_provision_ubuntu_vm_over_the_simulator(
     config |= {"resourceGroup": "rg", "pollInterval": 0.02, "refreshScale": 0.02}
     config |= {"tunable_params_map": {"provision": ["azure-vm"]}}
     service = shipped_service(loader, VM_OPS, SimHostService, {**config, "timeScale": 0.02}, loader)
-    env = loader.load_environment(
-        str(CONFIG_DIR / "environments/vm/azure/provision-ubuntu-vm.jsonc"),
-        TunableGroups(),
-        global_config=config,
-        service=service,
-    )
+    env = shipped_environment(loader, PROVISION, config, service)
     with env as ctx:
         assert ctx.setup(env.tunable_params)
         ctx.teardown()

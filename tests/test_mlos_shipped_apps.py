@@ -76,6 +76,17 @@ def _load(bench: dict[str, Any], path: str | Path) -> Any:
     )
 
 
+def _on_a_new_vm(bench: dict[str, Any], app: str) -> Any:
+    """provision-ubuntu-vm + boot-ubuntu (which mounts the share) + `app`, composed as the
+    root config composes them."""
+    children = [
+        "environments/vm/azure/provision-ubuntu-vm.jsonc",
+        "environments/os/linux/boot/boot-ubuntu.jsonc",
+        app,
+    ]
+    return _load(bench, composite(bench["dir"], "bench", children, mountPoint=MOUNT))
+
+
 def _delete(bench: dict[str, Any]) -> None:
     ours: AzureVMService = bench["ours"]
     status, result = ours.deprovision_host({"vmName": bench["config"]["vmName"]})
@@ -162,17 +173,7 @@ def test_redis_composite_benchmarks_a_real_redis(bench: dict[str, Any], arm: Fak
     them: the shipped redis scripts run docker (Debian's redis-server and redis-benchmark, in
     the VM's own network namespace), the results go through the share, mlos_bench's own
     post-processing reads them; teardown stops the server and deletes the VM."""
-    path = composite(
-        bench["dir"],
-        "redis-bench",
-        [
-            "environments/vm/azure/provision-ubuntu-vm.jsonc",
-            "environments/os/linux/boot/boot-ubuntu.jsonc",
-            "environments/apps/redis/redis.jsonc",
-        ],
-        mountPoint=MOUNT,
-    )
-    env = _load(bench, path)
+    env = _on_a_new_vm(bench, "environments/apps/redis/redis.jsonc")
     config = bench["config"]
     with env as ctx:
         assert ctx.setup(env.tunable_params)
@@ -196,17 +197,7 @@ def test_fio_composite_runs_a_real_fio(bench: dict[str, Any], arm: FakeArm) -> N
     then the shipped job file with real fio (libaio, direct I/O) on /fio_test.tmp — the VM's
     disk, never this machine's / — and mlos_bench's own post-processing of the JSON output."""
     assert not Path("/fio_test.tmp").exists()
-    path = composite(
-        bench["dir"],
-        "fio-bench",
-        [
-            "environments/vm/azure/provision-ubuntu-vm.jsonc",
-            "environments/os/linux/boot/boot-ubuntu.jsonc",
-            "environments/apps/fio/fio.jsonc",
-        ],
-        mountPoint=MOUNT,
-    )
-    env = _load(bench, path)
+    env = _on_a_new_vm(bench, "environments/apps/fio/fio.jsonc")
     config = bench["config"]
     with env as ctx:
         assert ctx.setup(env.tunable_params)

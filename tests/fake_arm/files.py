@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ssl
 import threading
 import uuid
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape
 
-from tests.fake_arm.tls import TlsFiles
+from tests.fake_arm.tls import TlsFiles, tls_server
 
 SUFFIX = ".file.core.windows.net"
 _ERRORS = {
@@ -121,10 +120,7 @@ class FakeFiles:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(tls.cert), str(tls.key))
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.server = tls_server(Handler, tls)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

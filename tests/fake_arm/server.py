@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import re
-import ssl
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,7 +26,7 @@ from tests.fake_arm.deployments import deployment_resource
 from tests.fake_arm.files import FakeFiles
 from tests.fake_arm.proxy import ForwardProxy
 from tests.fake_arm.resources import RunCommand, Vm
-from tests.fake_arm.tls import TlsFiles
+from tests.fake_arm.tls import TlsFiles, tls_server
 from tests.fake_arm.world import Operation, Request, World, size_of
 
 API_VERSION = "2026-04-01"
@@ -121,10 +120,7 @@ class FakeArm:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(tls.cert), str(tls.key))
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.server = tls_server(Handler, tls)
         self.port = self.server.server_address[1]
         self.base_url = f"https://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

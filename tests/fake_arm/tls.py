@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from cryptography import x509
@@ -26,6 +28,15 @@ class TlsFiles:
     def files(self) -> TlsFiles:
         """The Azure Files certificate, in the places a server takes its own from."""
         return TlsFiles(self.ca, self.files_cert, self.files_key, self.files_cert, self.files_key)
+
+
+def tls_server(handler: type[BaseHTTPRequestHandler], files: TlsFiles) -> ThreadingHTTPServer:
+    """A threading HTTPS server on 127.0.0.1 (an ephemeral port), with `files`' certificate."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(files.cert), str(files.key))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    return server
 
 
 def make_tls(directory: Path) -> TlsFiles:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from backends.scripts import run_process
 from tests.fake_arm import kernel
 
 IMAGE = Path(__file__).parent / "image"
@@ -291,25 +292,10 @@ class FakeVm:
             "nsenter", "--target", str(init), "--mount", "--uts", "--ipc", "--net", "--pid",
             "--root", "--wd", "--", "/usr/bin/env", "-C", folder, "/bin/bash", "script.sh",
         ]  # fmt: skip
-        with subprocess.Popen(
-            argv,
-            env=environment,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        ) as process:
-            if on_start is not None:
-                on_start()
-            try:
-                out, err = process.communicate(timeout=timeout)
-                code = process.returncode
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                out, err = process.communicate()
-                err += f"\nfake-vm: the script timed out after {timeout:g}s\n".encode()
-                code = 124
+        if on_start is not None:
+            on_start()
+        out, err, status = run_process(argv, environment, timeout=timeout)
+        code = 124 if status is None else status
         if code < 0:  # nsenter re-raises the signal that killed the script: bash's 128+N
             code = 128 - code
-        return out.decode(errors="replace"), err.decode(errors="replace"), code
+        return out, err, code

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 STATE = Path("/var/lib/docker/fake")
@@ -190,24 +191,34 @@ def run(args: list[str]) -> int:
     return 0
 
 
+def each(names: list[str], act: Callable[[str, dict], int]) -> int:
+    """Apply `act` to each named container; the docker CLI's error for a missing one."""
+    code = 0
+    for name in names:
+        record = load(name)
+        if record is None:
+            code = fail(f"Error response from daemon: No such container: {name}")
+        else:
+            code = act(name, record) or code
+    return code
+
+
 def stop(args: list[str]) -> int:
     grace = 10.0
     if args[:1] in (["-t"], ["--time"]):
         grace = float(args[1])
         args = args[2:]
-    code = 0
-    for name in args:
-        record = load(name)
-        if record is None:
-            code = fail(f"Error response from daemon: No such container: {name}")
-            continue
+
+    def stopped(name: str, record: dict) -> int:
         terminate(record, grace)
         if record["rm"]:
             remove(name)
         else:
             save({**record, "status": "exited"})
         print(name)
-    return code
+        return 0
+
+    return each(args, stopped)
 
 
 def rm(args: list[str]) -> int:
@@ -217,23 +228,20 @@ def rm(args: list[str]) -> int:
         if flag not in ("-f", "--force"):
             return fail(f"unknown flag: {flag}", 125)
         force = True
-    code = 0
-    for name in args:
-        record = load(name)
-        if record is None:
-            code = fail(f"Error response from daemon: No such container: {name}")
-            continue
+
+    def removed(name: str, record: dict) -> int:
         if record["status"] == "running":
             if not force:
-                code = fail(
+                return fail(
                     f'Error response from daemon: cannot remove container "/{name}": container '
                     "is running: stop the container before removing or force remove"
                 )
-                continue
             terminate(record, 0)
         remove(name)
         print(name)
-    return code
+        return 0
+
+    return each(args, removed)
 
 
 def ps(args: list[str]) -> int:
