@@ -123,7 +123,7 @@ def database_text(engine: Engine) -> str:
 
 
 #: what the fake VMs' scripts run for real (Debian packages; .ci/components.sh installs them)
-VM_PROGRAMS = ("fio", "redis-server", "redis-benchmark", "sudo")
+VM_PROGRAMS = ("fio", "redis-server", "redis-benchmark", "redis-cli", "sudo")
 
 
 def require_fake_vms() -> None:

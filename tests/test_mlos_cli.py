@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from fsm import Engine
-from tests.azure_support import TOKEN
+from tests.azure_support import TOKEN, require_fake_vms
 from tests.fake_arm import FakeArm
 from tests.mlos_support import APP, HOST, OS, REMOTE, azure_service, run_mlos_bench, scratch_repo
 
@@ -90,6 +90,7 @@ def test_mlos_bench_runs_a_trial_on_this_machine(tmp_path: Path) -> None:
 
 
 def test_mlos_bench_runs_a_trial_on_the_fake_arm(tmp_path: Path, arm: FakeArm) -> None:
+    require_fake_vms()
     db = f"sqlite:///{tmp_path}/fsm.db"
     # strings: mlos_bench's RemoteEnv cannot match results_stdout_pattern in a list
     config = azure_service(

@@ -24,7 +24,7 @@ import pytest
 from mlos_bench.environments.status import Status
 
 from backends.mlos import AzureVMService
-from tests.azure_support import RG, TOKEN
+from tests.azure_support import RG, TOKEN, require_fake_vms
 from tests.fake_arm import FakeArm
 from tests.fake_arm.resources import Vm
 from tests.mlos_support import azure_service
@@ -63,6 +63,7 @@ def existing_vm(arm: FakeArm, power: str, name: str = "vm1", *, booted: bool = F
     vm.settle("Succeeded", power)
     arm.world.vms[(RG.lower(), name)] = vm
     if booted:
+        require_fake_vms()
         arm.world.machine(RG, name).boot()
     return vm
 

@@ -16,7 +16,6 @@ import re
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -26,12 +25,11 @@ from tests.fake_arm.deployments import deployment_resource
 from tests.fake_arm.files import FakeFiles
 from tests.fake_arm.proxy import ForwardProxy
 from tests.fake_arm.resources import RunCommand, Vm
+from tests.fake_arm.responses import Response, error, token
 from tests.fake_arm.tls import TlsFiles, tls_server
 from tests.fake_arm.world import Operation, Request, World, size_of
 
 API_VERSION = "2026-04-01"
-ARM_RESOURCE = "https://management.azure.com"
-STORAGE_RESOURCE = "https://storage.azure.com"
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
 _RG = _SUB + r"/resourceGroups/(?P<rg>[^/]+)"
 _VMS = _RG + r"/providers/Microsoft\.Compute/virtualMachines"
@@ -64,17 +62,6 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
         "get_operation",
     ),
 ]
-
-
-@dataclass
-class Response:
-    status: int
-    body: Any = None  # JSON-able, or bytes sent as they are
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def _error(status: int, code: str, message: str) -> Response:
-    return Response(status, {"error": {"code": code, "message": message}})
 
 
 class FakeArm:
@@ -160,12 +147,12 @@ class FakeArm:
         with world.lock:
             world.requests.append(Request(method, url.path, url.query, time.monotonic()))
         if method == "GET" and url.path == "/msi/token":
-            return self._token(headers, query)
+            return token(self.world, headers, query)
         auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
         if auth != f"Bearer {world.token}":
             with world.lock:
                 world.unauthorized += 1
-            return _error(401, "AuthenticationFailed", "missing or wrong bearer token")
+            return error(401, "AuthenticationFailed", "missing or wrong bearer token")
         fault = world.take_fault(method, url.path)
         if fault is not None:
             body = fault.body
@@ -173,42 +160,19 @@ class FakeArm:
                 body = {"error": {"code": f"Injected{fault.status}", "message": "injected fault"}}
             return Response(fault.status, body, dict(fault.headers))
         if "api-version" not in query:
-            return _error(400, "MissingApiVersionParameter", "The api-version is required")
+            return error(400, "MissingApiVersionParameter", "The api-version is required")
         world.advance()
         for route_method, pattern, name in ROUTES:
             match = pattern.match(url.path)
             if route_method == method and match:
                 if match.group("sub") != world.subscription:
-                    return _error(404, "SubscriptionNotFound", "unknown subscription")
+                    return error(404, "SubscriptionNotFound", "unknown subscription")
                 body = json.loads(raw) if raw else None
                 handler = getattr(self, f"_{name}")
                 with world.lock:
                     result: Response = handler(match.groupdict(), query, body)
                     return result
-        return _error(404, "NotFound", f"no route for {method} {url.path}")
-
-    def _token(self, headers: dict[str, str], query: dict[str, str]) -> Response:
-        """A managed identity token, as App Service's endpoint (api-version 2019-08-01) gives
-        one: for ARM the bearer token the fake ARM takes, for storage the fake Files' token."""
-        secret = {k.lower(): v for k, v in headers.items()}.get("x-identity-header")
-        if secret != self.world.identity_header:
-            return _error(401, "Unauthorized", "X-IDENTITY-HEADER is missing or wrong")
-        resource = query.get("resource", "").removesuffix("/.default").rstrip("/")
-        tokens = {ARM_RESOURCE: self.world.token, STORAGE_RESOURCE: self.world.files.token}
-        if resource not in tokens:
-            return _error(400, "InvalidResource", f"no token for resource {resource!r}")
-        with self.world.lock:
-            self.world.token_requests.append(resource)
-        return Response(
-            200,
-            {
-                "access_token": tokens[resource],
-                "expires_on": str(int(time.time()) + 3600),
-                "resource": resource,
-                "token_type": "Bearer",
-                "client_id": "00000000-0000-0000-0000-0000000c1e47",
-            },
-        )
+        return error(404, "NotFound", f"no route for {method} {url.path}")
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -267,10 +231,10 @@ class FakeArm:
 
     def _put_vm(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
         if not isinstance(body, dict) or not isinstance(body.get("location"), str):
-            return _error(400, "InvalidRequestContent", "location is required")
+            return error(400, "InvalidRequestContent", "location is required")
         rg, name = groups["rg"], groups["vm"]
         if self.world.busy(rg, name):
-            return _error(409, "OperationNotAllowed", "another operation is in progress")
+            return error(409, "OperationNotAllowed", "another operation is in progress")
         self.world.vm_bodies.append(json.loads(json.dumps(body)))
         vm = self._vm(groups)
         properties = json.loads(json.dumps(body.get("properties") or {}))
@@ -294,7 +258,7 @@ class FakeArm:
     def _get_vm(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
         vm = self._vm(groups)
         if vm is None:
-            return _error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
+            return error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
         expand = "instanceView" in query.get("$expand", "")
         return Response(200, vm.resource(self.world.subscription, instance_view=expand))
 
@@ -303,7 +267,7 @@ class FakeArm:
         if vm is None:
             return Response(204)
         if self.world.busy(groups["rg"], groups["vm"]):
-            return _error(409, "OperationNotAllowed", "another operation is in progress")
+            return error(409, "OperationNotAllowed", "another operation is in progress")
         op = self.world.start_operation("delete", groups["rg"], groups["vm"], vm.location)
         if self.world.delete_status in (200, 204):  # deleted synchronously
             self.world.finish_now(op)
@@ -313,9 +277,9 @@ class FakeArm:
     def _vm_action(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
         vm = self._vm(groups)
         if vm is None:
-            return _error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
+            return error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
         if self.world.busy(groups["rg"], groups["vm"]):
-            return _error(409, "OperationNotAllowed", "another operation is in progress")
+            return error(409, "OperationNotAllowed", "another operation is in progress")
         action = {a.lower(): a for a in ("start", "powerOff", "restart", "deallocate")}[
             groups["action"].lower()
         ]
@@ -331,12 +295,12 @@ class FakeArm:
     def _put_rc(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
         vm = self._vm(groups)
         if vm is None:
-            return _error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
+            return error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
         properties = body.get("properties") if isinstance(body, dict) else None
         if not isinstance(properties, dict) or not isinstance(body.get("location"), str):
-            return _error(400, "InvalidRequestContent", "location and properties are required")
+            return error(400, "InvalidRequestContent", "location and properties are required")
         if vm.power != "running" or vm.provisioning.lower() not in ("succeeded", "updating"):
-            return _error(
+            return error(
                 409,
                 "OperationNotAllowed",
                 "The operation requires the VM to be running (or set to run).",
@@ -380,7 +344,7 @@ class FakeArm:
         properties = body.get("properties") if isinstance(body, dict) else None
         template = properties.get("template") if isinstance(properties, dict) else None
         if not isinstance(template, dict):
-            return _error(400, "InvalidTemplate", "properties.template is required")
+            return error(400, "InvalidTemplate", "properties.template is required")
         rg, name = groups["rg"], groups["vm"]
         key = (rg.lower(), name.lower())
         created = key not in self.world.deployments
@@ -402,21 +366,21 @@ class FakeArm:
         rg, name = groups["rg"], groups["vm"]
         record = self.world.deployments.get((rg.lower(), name.lower()))
         if record is None:
-            return _error(404, "DeploymentNotFound", f"Deployment '{name}' could not be found.")
+            return error(404, "DeploymentNotFound", f"Deployment '{name}' could not be found.")
         return Response(200, deployment_resource(self.world.subscription, rg, name, record))
 
     def _get_rc(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
         key = (groups["rg"].lower(), groups["vm"].lower(), groups["rc"].lower())
         rc = self.world.run_commands.get(key)
         if rc is None:
-            return _error(404, "ResourceNotFound", f"The Resource '{groups['rc']}' was not found.")
+            return error(404, "ResourceNotFound", f"The Resource '{groups['rc']}' was not found.")
         expand = query.get("$expand", "") == "instanceView"
         return Response(200, rc.resource(self.world.subscription, instance_view=expand))
 
     def _get_operation(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
         op = self.world.operations.get(groups["op"])
         if op is None:
-            return _error(404, "NotFound", "unknown operation")
+            return error(404, "NotFound", "unknown operation")
         op.polls += 1
         if query.get("monitor") == "true":
             if not op.done:
