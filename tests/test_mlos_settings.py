@@ -15,9 +15,10 @@ from mlos_bench.environments.status import Status
 from mlos_bench.services.config_persistence import ConfigPersistenceService
 from mlos_bench.services.remote.azure import AzureAuthService
 
+from backends.azure import StaticTokenCredential
 from backends.mlos import AzureVMService, SimHostService
 from backends.mlos.settings import DB_ENV, ServiceSettings, default_db_url
-from tests.azure_support import TOKEN
+from tests.azure_support import RG, SUBSCRIPTION, TOKEN
 from tests.fake_arm import FakeArm
 from tests.mlos_support import CONFIG_DIR, FAST, azure_service
 
@@ -151,3 +152,55 @@ def test_the_database_setting_wins_over_the_environment_and_the_default(
     monkeypatch.delenv(DB_ENV)
     assert ServiceSettings.from_config({}, {}).db == f"sqlite:///{data_home}/fsm/mlos.db"
     assert os.environ.get(DB_ENV) is None
+
+
+def test_the_credential_is_the_auth_services(
+    arm: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As upstream's AzureVMService: the parent auth service's credential (the shipped
+    service-auth.jsonc) is the one used, and the service does not close what it does not own;
+    a `credential` in the config still wins."""
+    monkeypatch.setenv("FSM_TEST_AZURE_TOKEN", TOKEN)
+
+    class Recording(StaticTokenCredential):
+        def __init__(self) -> None:
+            super().__init__(TOKEN)
+            self.asked = 0
+            self.closed = False
+
+        def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+            self.asked += 1
+            return super().get_token(*scopes, **kwargs)
+
+        def close(self) -> None:
+            self.closed = True
+
+    credential = Recording()
+    auth = AzureAuthService(config={}, global_config={}, parent=ConfigPersistenceService())
+    monkeypatch.setattr(auth, "get_credential", lambda: credential)
+    settings = {
+        "db": f"sqlite:///{tmp_path}/fsm.db",
+        **FAST,
+        "subscription": SUBSCRIPTION,
+        "resourceGroup": RG,
+        "baseUrl": arm.base_url,
+        "caBundle": str(arm.tls.ca),
+    }
+    service = AzureVMService(settings, {}, parent=auth)
+    try:
+        assert service.start_host({"vmName": "nowhere"})[0] is Status.FAILED  # one GET: 404
+        assert credential.asked >= 1 and arm.world.unauthorized == 0
+    finally:
+        service.close()
+    assert not credential.closed
+    own = AzureVMService(
+        {**settings, "credential": "static_token", "tokenEnv": "FSM_TEST_AZURE_TOKEN"},
+        {},
+        parent=auth,
+    )
+    try:
+        asked = credential.asked
+        assert own.start_host({"vmName": "nowhere"})[0] is Status.FAILED
+        assert credential.asked == asked  # the config's credential, not the auth service's
+    finally:
+        own.close()
