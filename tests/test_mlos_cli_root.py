@@ -28,6 +28,7 @@ import pytest
 from backends.mlos import AzureVMService
 from fsm import Engine
 from tests.azure_bench import (
+    STORAGE_KEY,
     VM_OPS,
     client_environment,
     experiment_globals,
@@ -35,7 +36,7 @@ from tests.azure_bench import (
     user_globals,
     write_overlay,
 )
-from tests.azure_support import require_fake_vms
+from tests.azure_support import database_text, require_fake_vms
 from tests.fake_arm import FakeArm
 from tests.mlos_support import CONFIG_DIR, run_mlos_bench, scratch_repo
 
@@ -89,6 +90,16 @@ def test_azure_redis_bench_trial_over_the_fake_arm(
     assert statuses == [("SUCCEEDED",)]
     assert [float(s) for (s,) in score] == [measured] and measured > 0
     assert re.search(r"Final score: \{'score': [0-9.]+\}", output), output[-3000:]
+    # the storage key: mlos_bench's own DEBUG log prints it (in its config dumps); ours never do
+    ours = {"base.py", "hostops.py", "remote.py", "azure.py", "hostctl.py", "backend.py"}
+    ours |= {"operations.py", "polling.py", "worker.py", "engine.py", "settings.py"}
+    logged = (work / "azure-redis-bench.log").read_text().splitlines()
+    leaks = [
+        line
+        for line in logged
+        if STORAGE_KEY in line and line.split(" ")[2:3] and line.split(" ")[2].split(":")[0] in ours
+    ]
+    assert leaks == []
 
     # the tunable values reached the VM's kernel; the VM runs on ("teardown": false)
     machine = arm.world.machine(expected["resourceGroup"], expected["vmName"])
@@ -133,5 +144,6 @@ def test_azure_redis_bench_trial_over_the_fake_arm(
         assert events[:2] == ["provision", "running"] and events[-2:] == ["deprovision", "deleted"]
         assert "adopted_running" not in events  # found in the database, not adopted
         assert engine.verify() == []
+        assert STORAGE_KEY not in database_text(engine)
     finally:
         engine.close()
