@@ -8,9 +8,24 @@ command -v slurmctld >/dev/null 2>&1 || need_apt+=(slurm-wlm)
 command -v munged >/dev/null 2>&1 || need_apt+=(munge)
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+# what the fake ARM's VMs run for mlos_bench's shipped scripts (tests/fake_arm/vm.py)
+command -v fio >/dev/null 2>&1 || need_apt+=(fio)
+command -v sudo >/dev/null 2>&1 || need_apt+=(sudo)
+command -v sysctl >/dev/null 2>&1 || need_apt+=(procps)
+command -v redis-benchmark >/dev/null 2>&1 || need_apt+=(redis-tools)
+command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
+need_redis_server=false
+command -v redis-server >/dev/null 2>&1 || { need_redis_server=true; need_apt+=(redis-server); }
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "components: installing ${need_apt[*]} from Debian" >&2
     apt-get update -qq
+    policy=/usr/sbin/policy-rc.d
+    if $need_redis_server && [ ! -e "$policy" ]; then
+        # only the binary is wanted (the VMs run it on their own loopback): installing the
+        # package must not start a server next to the machine's own Redis on 6379
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 

@@ -94,26 +94,35 @@ def run_script(
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")
         argv = [program, "-e", path] if abort_on_error else [program, path]
-        with subprocess.Popen(
-            argv,
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        ) as process:
-            try:
-                out, err = process.communicate(timeout=timeout)
-                code: int | None = process.returncode
-            except subprocess.TimeoutExpired:
-                _kill_group(process)
-                out, err = process.communicate()
-                err += f"\nfsm: the script timed out after {timeout:g}s and was killed\n".encode()
-                code = None
+        out, err, code = run_process(argv, env, cwd=cwd, timeout=timeout)
     finally:
         os.unlink(path)
-    return ScriptRun(_text(out), _text(err), code, started, datetime.now(UTC))
+    return ScriptRun(out, err, code, started, datetime.now(UTC))
+
+
+def run_process(
+    argv: Sequence[str], env: Mapping[str, str], *, cwd: str | None = None, timeout: float
+) -> tuple[str, str, int | None]:
+    """Run argv in its own session (no stdin); (stdout, stderr, exit code — None when it
+    timed out and its whole process group was killed)."""
+    with subprocess.Popen(
+        list(argv),
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    ) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+            code: int | None = process.returncode
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            out, err = process.communicate()
+            err += f"\nfsm: the script timed out after {timeout:g}s and was killed\n".encode()
+            code = None
+    return _text(out), _text(err), code
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

@@ -120,3 +120,25 @@ def database_text(engine: Engine) -> str:
         parts.append(repr(entity.data))
         parts.extend(repr(t.payload) for t in engine.history(entity.id))
     return "\n".join(parts)
+
+
+#: what the fake VMs' scripts run for real (Debian packages; .ci/components.sh installs them)
+VM_PROGRAMS = ("fio", "redis-server", "redis-benchmark", "redis-cli", "sudo")
+
+
+def require_fake_vms() -> None:
+    """Skip (fail in CI) when this machine cannot run fake VMs: root, namespaces, the tools."""
+    import os
+    import shutil
+
+    import pytest
+
+    from tests.fake_arm.vm import missing_tools
+
+    missing = missing_tools() + [p for p in VM_PROGRAMS if shutil.which(p) is None]
+    if not missing:
+        return
+    message = f"fake VMs need {', '.join(missing)} (.ci/components.sh installs them)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)

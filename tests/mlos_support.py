@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import mlos_bench
+import pytest
 from mlos_bench.environments.base_environment import Environment
 from mlos_bench.environments.composite_env import CompositeEnv
 from mlos_bench.services.base_fileshare import FileShareService
@@ -85,29 +89,25 @@ def events(engine: Engine, entity_id: str) -> list[tuple[str, str, str]]:
 CONFIG_DIR = Path(mlos_bench.__file__).parent / "config"  # the shipped configs, not copies
 
 
-class DirectoryFileShareService(FileShareService):
-    """A stand-in for Azure Files (no network here): the share `storageAccountName` /
-    `storageFileShareName` is a directory under `shareRoot` (the fake ARM's `share_root`, which
-    the fake VMs' `mount -t cifs` reaches). It takes upstream's AzureFileShareService config."""
+class HomeFileShare(FileShareService):
+    """Files of a host's home directory (config `home`): what upstream's SshFileShareService
+    does with scp against the SSH user's home, for hosts whose home is on this machine (our
+    LocalHostService's `cwd`, a simulated host's home). Paths are relative to the home."""
 
     def _validate_json_config(self, config: dict[str, Any]) -> None:
-        allowed = {"storageAccountName", "storageFileShareName", "storageAccountKey", "shareRoot"}
-        unknown = set(config) - allowed
-        assert not unknown, f"unknown fileshare config keys {unknown}"
+        assert set(config) <= {"home"}, f"unknown file share config keys {set(config)}"
 
-    def _share(self) -> Path:
-        config = self.config
-        return (
-            Path(config["shareRoot"])
-            / config["storageAccountName"]
-            / (config["storageFileShareName"])
-        )
+    def _path(self, remote_path: str) -> Path:
+        home = Path(self.config["home"]).resolve()
+        path = (home / remote_path).resolve()
+        assert path == home or home in path.parents, f"{remote_path} leaves the home"
+        return path
 
     def upload(
         self, params: dict[str, Any], local_path: str, remote_path: str, recursive: bool = True
     ) -> None:
         super().upload(params, local_path, remote_path, recursive)
-        target = self._share() / remote_path
+        target = self._path(remote_path)
         if Path(local_path).is_dir():
             shutil.copytree(local_path, target, dirs_exist_ok=True)
         else:
@@ -118,13 +118,23 @@ class DirectoryFileShareService(FileShareService):
         self, params: dict[str, Any], remote_path: str, local_path: str, recursive: bool = True
     ) -> None:
         super().download(params, remote_path, local_path, recursive)
-        source = self._share() / remote_path
+        source = self._path(remote_path)
         if not source.exists():
             raise FileNotFoundError(remote_path)
         if source.is_dir():
             shutil.copytree(source, local_path, dirs_exist_ok=True)
         else:
+            Path(local_path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, local_path)
+
+
+def shipped_environment(
+    loader: ConfigPersistenceService, relative: str, config: dict[str, Any], service: Service
+) -> Environment:
+    """An environment config shipped with mlos_bench, loaded from the installed package."""
+    return loader.load_environment(
+        str(CONFIG_DIR / relative), TunableGroups(), global_config=config, service=service
+    )
 
 
 def class_name(cls: type) -> str:
@@ -150,3 +160,35 @@ def shipped_service(
     ours = getattr(method, "__self__", bundle)
     assert isinstance(ours, cls), (ours, cls)
     return ours
+
+
+def scratch_repo(path: Path) -> dict[str, str]:
+    """A throw-away git repository at `path` (not the project's) for the experiment metadata
+    mlos_bench records (the root environment config's git commit), and the environment that
+    names it (GIT_DIR / GIT_WORK_TREE: for configs that live outside it, e.g. installed ones)."""
+    git = shutil.which("git")
+    if git is None:
+        pytest.fail("git is needed: mlos_bench records the config's git commit")
+    quiet: dict[str, Any] = {"check": True, "capture_output": True, "cwd": path}
+    subprocess.run([git, "init", "-q"], **quiet)
+    subprocess.run([git, "remote", "add", "origin", "https://example.invalid/bench.git"], **quiet)
+    identity = ["-c", "user.name=fsm tests", "-c", "user.email=tests@example.invalid"]
+    subprocess.run([git, *identity, "commit", "-q", "--allow-empty", "-m", "scratch"], **quiet)
+    return {"GIT_DIR": str(path / ".git"), "GIT_WORK_TREE": str(path)}
+
+
+def run_mlos_bench(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> str:
+    """The real `mlos_bench` command (schema validation off: it knows only its own service
+    classes); its output. It must exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mlos_bench.run", *args],
+        env={**os.environ, "MLOS_BENCH_SKIP_SCHEMA_VALIDATION": "true", **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-6000:]
+    return output

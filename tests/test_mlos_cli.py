@@ -9,39 +9,23 @@ git commit of the environment config, so the configs live in a scratch git repos
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fsm import Engine
-from tests.azure_support import TOKEN
+from tests.azure_support import TOKEN, require_fake_vms
 from tests.fake_arm import FakeArm
-from tests.mlos_support import APP, HOST, OS, REMOTE, azure_service
+from tests.mlos_support import APP, HOST, OS, REMOTE, azure_service, run_mlos_bench, scratch_repo
 
 pytest_plugins = ["tests.azure_fixtures"]  # the fake ARM's fixtures
 
 pytestmark = pytest.mark.slow
 
 
-def _scratch_repo(path: Path) -> None:
-    """A throw-away repository (not the project's) for mlos_bench's experiment metadata."""
-    git = shutil.which("git")
-    if git is None:
-        pytest.fail("git is needed: mlos_bench records the config's git commit")
-    quiet = {"check": True, "capture_output": True, "cwd": path}
-    subprocess.run([git, "init", "-q"], **quiet)  # type: ignore[call-overload]
-    subprocess.run([git, "remote", "add", "origin", "https://example.invalid/bench.git"], **quiet)  # type: ignore[call-overload]
-    identity = ["-c", "user.name=fsm tests", "-c", "user.email=tests@example.invalid"]
-    subprocess.run([git, *identity, "commit", "-q", "--allow-empty", "-m", "scratch"], **quiet)  # type: ignore[call-overload]
-
-
 def _run_mlos_bench(tmp_path: Path, service: dict[str, Any], extra_env: dict[str, str]) -> str:
-    _scratch_repo(tmp_path)
+    scratch_repo(tmp_path)
     # one tunable: mlos_bench's command line refuses a run whose best config is empty
     tunables = {
         "app": {"cost": 1, "params": {"threads": {"type": "int", "default": 4, "range": [1, 8]}}}
@@ -71,29 +55,9 @@ def _run_mlos_bench(tmp_path: Path, service: dict[str, Any], extra_env: dict[str
     (tmp_path / "tunables.jsonc").write_text(json.dumps(tunables, indent=2))
     (tmp_path / "service.jsonc").write_text(json.dumps(service, indent=2))
     (tmp_path / "env.jsonc").write_text(json.dumps(environment, indent=2))
-    env = {**os.environ, "MLOS_BENCH_SKIP_SCHEMA_VALIDATION": "true", **extra_env}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mlos_bench.run",
-            "--service",
-            str(tmp_path / "service.jsonc"),
-            "--environment",
-            str(tmp_path / "env.jsonc"),
-            "--log_level",
-            "INFO",
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
-    return output
+    args = ["--service", str(tmp_path / "service.jsonc")]
+    args += ["--environment", str(tmp_path / "env.jsonc"), "--log_level", "INFO"]
+    return run_mlos_bench(args, cwd=tmp_path, env=extra_env, timeout=120)
 
 
 def _check_history(db: str, key: str, first: list[str]) -> list[str]:
@@ -126,6 +90,7 @@ def test_mlos_bench_runs_a_trial_on_this_machine(tmp_path: Path) -> None:
 
 
 def test_mlos_bench_runs_a_trial_on_the_fake_arm(tmp_path: Path, arm: FakeArm) -> None:
+    require_fake_vms()
     db = f"sqlite:///{tmp_path}/fsm.db"
     # strings: mlos_bench's RemoteEnv cannot match results_stdout_pattern in a list
     config = azure_service(

@@ -22,12 +22,12 @@ from mlos_bench.services.types.vm_provisioner_type import SupportsVMOps
 from mlos_bench.tunables.tunable_groups import TunableGroups
 from typer.testing import CliRunner
 
-from backends.mlos import EngineHostService
+from backends.mlos import AzureVMService, EngineHostService
 from backends.sim import SimBackend
 from fsm import Engine
 from fsm.cli import app
 from fsm.worker import Worker
-from tests.azure_support import TOKEN
+from tests.azure_support import TOKEN, require_fake_vms
 from tests.fake_arm import FakeArm
 from tests.mlos_support import (
     APP,
@@ -202,6 +202,8 @@ def test_os_env_alone(either: EngineHostService) -> None:
 
 
 def test_remote_env_alone(either: EngineHostService) -> None:
+    if isinstance(either, AzureVMService):
+        require_fake_vms()  # the script runs on the fake VM
     status, result = either.provision_host({"vmName": "r1"})
     assert either.wait_host_deployment(result, is_setup=True)[0] is Status.SUCCEEDED
     env = environment(RemoteEnv, either, {"const_args": {"vmName": "r1"}, "wait_boot": True, **APP})
@@ -290,6 +292,7 @@ def test_composite_env_over_the_simulator(tmp_path: Path) -> None:
 
 
 def test_composite_env_over_the_fake_arm(tmp_path: Path, arm: FakeArm, token: None) -> None:
+    require_fake_vms()
     service = azure_service(arm, tmp_path, outputLines=False)
     env = composite(service, "bench-vm")
     with env as ctx:

@@ -6,28 +6,23 @@ subscription, the endpoint, the VM name, ...) come from globals, as mlos_bench m
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mlos_bench.environments.status import Status
 from mlos_bench.services.config_persistence import ConfigPersistenceService
-from mlos_bench.services.local.local_exec import LocalExecService
-from mlos_bench.tunables.tunable_groups import TunableGroups
 
 from backends.mlos import AzureVMService, EngineHostService, LocalHostService, SimHostService
 from tests.azure_support import RG, SUBSCRIPTION, TOKEN, database_text
 from tests.fake_arm import FakeArm
-from tests.fake_arm.resources import Vm
-from tests.mlos_support import CONFIG_DIR, DirectoryFileShareService, shipped_service
+from tests.mlos_support import CONFIG_DIR, shipped_environment, shipped_service
 
 pytest_plugins = ["tests.azure_fixtures"]  # the fake ARM's fixtures
 
 VM_OPS = "services/remote/azure/service-linux-vm-ops.jsonc"
+PROVISION = "environments/vm/azure/provision-ubuntu-vm.jsonc"
 LOCAL_EXEC = "services/local/local_exec_service.jsonc"
 SSH_HOST = "services/remote/ssh/ssh_host_service.jsonc"
-FILESHARE = "services/remote/azure/service-fileshare.jsonc"
 SECRET = "St0rage-key-never-in-the-db"
 
 
@@ -113,12 +108,7 @@ def test_provision_ubuntu_vm_deploys_the_shipped_template(
     config = azure_globals(arm, tmp_path)
     service = shipped_service(loader, VM_OPS, AzureVMService, config, loader)
     assert isinstance(service, AzureVMService)
-    env = loader.load_environment(
-        str(CONFIG_DIR / "environments/vm/azure/provision-ubuntu-vm.jsonc"),
-        TunableGroups(),
-        global_config=config,
-        service=service,
-    )
+    env = shipped_environment(loader, PROVISION, config, service)
     with env as ctx:
         assert ctx.setup(env.tunable_params)
         assert (RG.lower(), "vm1") in arm.world.vms  # the template's VM, made by the deployment
@@ -145,12 +135,7 @@ def test_provision_ubuntu_vm_over_the_simulator(
     config |= {"resourceGroup": "rg", "pollInterval": 0.02, "refreshScale": 0.02}
     config |= {"tunable_params_map": {"provision": ["azure-vm"]}}
     service = shipped_service(loader, VM_OPS, SimHostService, {**config, "timeScale": 0.02}, loader)
-    env = loader.load_environment(
-        str(CONFIG_DIR / "environments/vm/azure/provision-ubuntu-vm.jsonc"),
-        TunableGroups(),
-        global_config=config,
-        service=service,
-    )
+    env = shipped_environment(loader, PROVISION, config, service)
     with env as ctx:
         assert ctx.setup(env.tunable_params)
         ctx.teardown()
@@ -158,64 +143,3 @@ def test_provision_ubuntu_vm_over_the_simulator(
     host = service.hosts.current_host("sim:vm1")
     assert host is not None and host.state == "DEPROVISIONED"
     service.close()
-
-
-@pytest.fixture
-def chain(
-    loader: ConfigPersistenceService, arm: FakeArm, tmp_path: Path, token: None
-) -> Iterator[tuple[AzureVMService, dict[str, Any]]]:
-    """The services boot-ubuntu needs: mlos_bench's own LocalExecService (shipped config as
-    is), the shipped file share config (a directory stands in for Azure Files), ours."""
-    config = azure_globals(
-        arm, tmp_path, experiment_id="exp1", trial_id=1, mountPoint="mnt", shareRoot=""
-    )
-    config["shareRoot"] = str(arm.world.share_root)
-    local = loader.build_service(
-        config=loader.load_config(str(CONFIG_DIR / LOCAL_EXEC), schema_type=None),
-        global_config=config,
-        parent=loader,
-    )
-    assert isinstance(local.export()["local_exec"].__self__, LocalExecService)  # as shipped
-    share = shipped_service(loader, FILESHARE, DirectoryFileShareService, config, local)
-    share.config["shareRoot"] = config["shareRoot"]
-    service = shipped_service(loader, VM_OPS, AzureVMService, config, share)
-    assert isinstance(service, AzureVMService)
-    yield service, config
-    service.close()
-
-
-def test_boot_ubuntu_against_an_existing_vm(
-    chain: tuple[AzureVMService, dict[str, Any]], loader: ConfigPersistenceService, arm: FakeArm
-) -> None:
-    """boot-ubuntu.jsonc on a VM made elsewhere: OSEnv adopts it (one GET), the local env
-    generates grub.cfg and uploads it, the remote env mounts the share and reads it back on
-    the VM (its sudo/mount lines run in the fake VM's sandbox), teardown shuts the VM down.
-    Deprovisioning afterwards deletes the adopted VM: nothing is left behind."""
-    service, config = chain
-    vm = Vm(RG, "vm1", "westus", {})
-    vm.settle("Succeeded", "running")
-    arm.world.vms[(RG.lower(), "vm1")] = vm
-    env = loader.load_environment(
-        str(CONFIG_DIR / "environments/os/linux/boot/boot-ubuntu.jsonc"),
-        TunableGroups(),
-        global_config=config,
-        service=service,
-    )
-    with env as ctx:
-        assert ctx.setup(env.tunable_params)
-        status, _, _ = ctx.run()
-        assert status.is_ready()  # no run script: READY, as mlos_bench reports it
-        ctx.teardown()
-    assert arm.world.vms[(RG.lower(), "vm1")].power == "stopped"  # OSEnv's teardown
-    bodies = [b["properties"] for b in arm.world.run_command_bodies]
-    assert any("cat $mountPoint" in b["source"]["script"] for b in bodies)
-    # the secret went to the VM as a protected parameter, never into our database
-    assert all(SECRET not in b["source"]["script"] for b in bodies)
-    host = service.hosts.current_host(service._host_key({"vmName": "vm1"}))
-    assert host is not None
-    assert [t.event for t in service.engine.history(host.id)][:1] == ["adopted_running"]
-    assert SECRET not in database_text(service.engine)
-    status, result = service.deprovision_host({"vmName": "vm1"})
-    assert status is Status.PENDING
-    assert service.wait_host_deployment(result, is_setup=False)[0] is Status.SUCCEEDED
-    assert arm.world.vms == {}

@@ -24,7 +24,7 @@ import pytest
 from mlos_bench.environments.status import Status
 
 from backends.mlos import AzureVMService
-from tests.azure_support import RG, TOKEN
+from tests.azure_support import RG, TOKEN, require_fake_vms
 from tests.fake_arm import FakeArm
 from tests.fake_arm.resources import Vm
 from tests.mlos_support import azure_service
@@ -56,11 +56,15 @@ def service(arm: FakeArm, tmp_path: Path, token: None) -> Iterator[AzureVMServic
     made.close()
 
 
-def existing_vm(arm: FakeArm, power: str, name: str = "vm1") -> Vm:
-    """A VM that exists in Azure but not in our database (made elsewhere)."""
+def existing_vm(arm: FakeArm, power: str, name: str = "vm1", *, booted: bool = False) -> Vm:
+    """A VM that exists in Azure but not in our database (made elsewhere); `booted`: its OS is
+    already up (as a running VM's is), so a script's wait does not include its boot."""
     vm = Vm(RG, name, "westus", {"hardwareProfile": {"vmSize": "Standard_B2s"}})
     vm.settle("Succeeded", power)
     arm.world.vms[(RG.lower(), name)] = vm
+    if booted:
+        require_fake_vms()
+        arm.world.machine(RG, name).boot()
     return vm
 
 
@@ -188,7 +192,7 @@ def test_wait_host_deployment_retry_and_outage(arm: FakeArm, tmp_path: Path, tok
 def test_remote_exec_status(
     service: AzureVMService, arm: FakeArm, http_status: int, expected: Status
 ) -> None:
-    existing_vm(arm, "running")
+    existing_vm(arm, "running", booted=True)
     if http_status in (401, 404):
         arm.world.inject(http_status, method="PUT", path=r"/runCommands/")
     else:
@@ -270,7 +274,7 @@ def test_get_remote_exec_results(
 
 def test_remote_exec_results_end_to_end(service: AzureVMService, arm: FakeArm) -> None:
     """The real path: a failing script keeps its output (upstream's wait drops it)."""
-    existing_vm(arm, "running")
+    existing_vm(arm, "running", booted=True)
     config = {"vmName": "vm1", "commandName": "run"}
     script = ['echo "to $WHO" | tr a-z A-Z', "echo oops >&2", "exit 3"]
     status, result = service.remote_exec(script, config, {"WHO": "you; rm -rf /"})

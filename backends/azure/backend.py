@@ -73,7 +73,10 @@ class AzureBackend(Backend):
         credential: Any = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """`credential`: one the caller owns (e.g. mlos_bench's AzureAuthService's), never
+        closed here; without it the settings say which to make (closed with the backend)."""
         self.settings = settings
+        self._owns_credential = credential is None
         self._credential = credential if credential is not None else make_credential(settings)
         self.client = client or make_client(settings, self._credential)
         self.resources = make_resource_client(settings, self._credential)
@@ -88,7 +91,7 @@ class AzureBackend(Backend):
         self.client.close()
         self.resources.close()  # type: ignore[no-untyped-call]
         closer = getattr(self._credential, "close", None)
-        if callable(closer):
+        if self._owns_credential and callable(closer):
             closer()
 
     # -- observing ---------------------------------------------------------------------------

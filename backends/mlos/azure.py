@@ -9,6 +9,7 @@ from typing import Any
 
 from mlos_bench.dict_templater import DictTemplater
 from mlos_bench.services.base_service import Service
+from mlos_bench.services.types.authenticator_type import SupportsAuth
 from mlos_bench.util import merge_parameters
 
 from backends.azure import AzureBackend, AzureSettings
@@ -29,6 +30,8 @@ class AzureVMService(EngineHostService):
     `requestBackoffFactor`, and ours: `baseUrl`, `credential`, `tokenEnv`, `caBundle`.
     Parameters: `vmName` (or the config's), `resourceGroup` and `location` (override the
     config), `vmSize`, `deploymentName` (default `<vmName>-deployment`, as upstream).
+    Credentials: the parent auth service's (mlos_bench's `service-auth.jsonc`), else the
+    `credential` named (azure-identity's DefaultAzureCredential by default).
     """
 
     KEYS = frozenset(
@@ -115,7 +118,13 @@ class AzureVMService(EngineHostService):
         return AzureSettings(**{k: v for k, v in found.items() if v is not None})
 
     def _make_backend(self) -> Backend:
-        return AzureBackend(self.azure_settings())
+        """Credentials as upstream's: from the parent's auth service (the shipped
+        `service-auth.jsonc`: mlos_bench's AzureAuthService, DefaultAzureCredential or its
+        service principal) unless the config names one (`credential`)."""
+        settings = self.azure_settings()
+        if self._setting("credential") is None and isinstance(self._parent, SupportsAuth):
+            return AzureBackend(settings, credential=self._parent.get_credential())
+        return AzureBackend(settings)
 
     # -- naming --------------------------------------------------------------------------------
 

@@ -54,6 +54,8 @@ class EngineServiceCore(Service):
     IGNORED: Mapping[str, str] = {}
     #: whether start_host brings up a host that does not exist (nothing to create: simulated)
     START_PROVISIONS = False
+    #: whether provision_host deploys a running host again (False: there is nothing to deploy)
+    REDEPLOYS = True
 
     def __init__(
         self,

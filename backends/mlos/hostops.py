@@ -27,13 +27,15 @@ class HostOperations(EngineServiceCore):
     # -- SupportsHostProvisioning --------------------------------------------------------------
 
     def provision_host(self, params: dict[str, Any]) -> Result:
-        """Check if the host is ready; deploy it (or start it, if it is stopped) if necessary.
-        Raises ValueError, like upstream, when the service has nothing to deploy from."""
+        """Deploy the host — every time, as upstream does, so that a changed `vmSize` (or
+        template parameter) takes effect on a running VM: ARM updates it in place, a resize
+        restarts it. A stopped or deallocated host is started instead (its deployment is not
+        re-sent). Raises ValueError, like upstream, when there is nothing to deploy from."""
         self._check_provisionable(params)
         host = self._host(params)
         if host is None:
             host = self.hosts.host_for(self._host_key(params), self._host_data(params))
-        if host.state == "RUNNING":
+        if host.state == "RUNNING" and not self.REDEPLOYS:
             return Status.SUCCEEDED, dict(params)
         if host.state in TRANSITIONAL:
             return self._pending_on(host, params)

@@ -36,6 +36,7 @@ class LocalHostService(EngineHostService):
         "ssh_keepalive_interval": _NO_SSH,
     }
     START_PROVISIONS = True
+    REDEPLOYS = False  # this machine is not deployed: provisioning it finds it running
     OUTPUT_AS_LINES = False
 
     def _make_backend(self) -> Backend:

@@ -2,19 +2,27 @@
 
 A dry run of an Azure set-up: it accepts every key of upstream's Azure VM, SSH host and local
 exec service configs (the cloud and connection ones are ignored, and logged), simulates the
-hosts, and runs the scripts for real — as shell scripts in a scratch directory on this
-machine, the environment parameters as environment variables — so a config's scripts and
-result parsing are exercised before any VM is paid for.
+hosts, and runs the scripts for real — as shell scripts on this machine, the environment
+parameters as environment variables — so a config's scripts and result parsing are exercised
+before any VM is paid for. Each simulated host has a home directory on this machine (under
+`temp_dir`), where its scripts run one after the other, as an SSH host's run in the user's
+home: what a setup script leaves there, the run script finds. It is removed when the host is
+deprovisioned.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import stat
 import tempfile
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from backends.base import Backend, CommandResult
+from backends.base import Backend, CommandFailed, CommandResult
 from backends.hostctl import EXEC
 from backends.mlos.service import EngineHostService
 from backends.mlos.settings import positive
@@ -60,28 +68,58 @@ class SimExecBackend(SimBackend):
     def execute(
         self, entity: Entity, command: str, arguments: Mapping[str, Any], now: datetime
     ) -> CommandResult:
+        if entity.lifecycle == "host" and command == "deprovision":
+            self._remove_home(entity.id)  # the host's disk goes with it
         if entity.lifecycle != "operation" or entity.data.get("command") != EXEC:
             return super().execute(entity, command, arguments, now)
         if self._operation_fails(entity.id):  # an injected failure: the script never ran
             data = {"stderr": "sim: injected failure", "exit_code": None}
             return CommandResult(data=data, events=("start", "fail"))
-        run = self._run(arguments)
+        if entity.parent_id is None:
+            raise CommandFailed(command, entity.id, "a simulated script runs on a host")
+        run = self._run(entity.parent_id, arguments)
         events = ("start", "succeed" if run.exit_code == 0 else "fail")
         payload = {"environment": sorted(str(k) for k in arguments.get("secrets") or {})}
         return CommandResult(data=run.to_data(), events=events, payload=payload)
 
-    def _run(self, arguments: Mapping[str, Any]) -> ScriptRun:
+    def home(self, host_id: str) -> Path:
+        """Where the simulated host's scripts run (named by a digest of its entity id)."""
+        digest = hashlib.sha256(f"{self.seed}:{host_id}".encode()).hexdigest()[:20]
+        return Path(self.temp_dir or tempfile.gettempdir()) / f"fsm-sim-host-{digest}"
+
+    def _home_for(self, host_id: str) -> Path:
+        """The host's home, made private on first use; never a link or someone else's."""
+        home = self.home(host_id)
+        try:
+            os.mkdir(home, 0o700)
+        except FileExistsError:
+            found = os.lstat(home)
+            if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid():
+                raise CommandFailed(
+                    "start", host_id, f"{home} is not a directory of ours"
+                ) from None
+        return home
+
+    def _remove_home(self, host_id: str) -> None:
+        home = self.home(host_id)
+        try:
+            found = os.lstat(home)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(found.st_mode) and found.st_uid == os.geteuid():
+            shutil.rmtree(home, ignore_errors=True)
+
+    def _run(self, host_id: str, arguments: Mapping[str, Any]) -> ScriptRun:
         script = [str(line) for line in arguments.get("script") or []]
         env = environment(dict(arguments.get("secrets") or {}))
-        with tempfile.TemporaryDirectory(prefix="fsm-sim-", dir=self.temp_dir) as scratch:
-            return run_script(
-                script,
-                env,
-                shell=self.shell,
-                cwd=scratch,
-                abort_on_error=self.abort_on_error,
-                temp_dir=self.temp_dir,
-            )
+        return run_script(
+            script,
+            env,
+            shell=self.shell,
+            cwd=str(self._home_for(host_id)),
+            abort_on_error=self.abort_on_error,
+            temp_dir=self.temp_dir,
+        )
 
 
 class SimHostService(EngineHostService):
@@ -122,8 +160,22 @@ class SimHostService(EngineHostService):
         )
 
     def _host_key(self, params: Mapping[str, Any]) -> str:
-        name = self._param(params, "vmName") or self._param(params, "hostName") or "sim-host"
+        """Named as upstream names hosts: `vmName` (Azure), `hostName`, `ssh_hostname` (SSH)."""
+        name = (
+            self._param(params, "vmName")
+            or self._param(params, "hostName")
+            or self._param(params, "ssh_hostname")
+            or "sim-host"
+        )
         return f"sim:{name}"
+
+    def host_home(self, params: Mapping[str, Any]) -> Path | None:
+        """The home directory of the simulated host `params` name (None: never provisioned)."""
+        host = self.hosts.current_host(self._host_key(params))
+        backend = self.hosts.backend
+        if host is None or not isinstance(backend, SimExecBackend):
+            return None
+        return backend.home(host.id)
 
     def _exec_refusal(self, host: Entity | None, config: Mapping[str, Any]) -> str | None:
         """A simulated host that does not exist or is not running cannot run a script."""

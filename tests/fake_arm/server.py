@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import json
 import re
-import ssl
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fake_arm import kernel
 from tests.fake_arm.deployments import deployment_resource
+from tests.fake_arm.files import FakeFiles
+from tests.fake_arm.proxy import ForwardProxy
 from tests.fake_arm.resources import RunCommand, Vm
-from tests.fake_arm.tls import TlsFiles
-from tests.fake_arm.world import Operation, Request, World
+from tests.fake_arm.responses import Response, error, token
+from tests.fake_arm.tls import TlsFiles, tls_server
+from tests.fake_arm.world import Operation, Request, World, size_of
 
 API_VERSION = "2026-04-01"
 _SUB = r"/subscriptions/(?P<sub>[^/]+)"
@@ -62,19 +64,12 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 ]
 
 
-@dataclass
-class Response:
-    status: int
-    body: Any = None  # JSON-able, or bytes sent as they are
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def _error(status: int, code: str, message: str) -> Response:
-    return Response(status, {"error": {"code": code, "message": message}})
-
-
 class FakeArm:
-    """Serve `World` over TLS on 127.0.0.1 (an ephemeral port) in a daemon thread."""
+    """Serve `World` over TLS on 127.0.0.1 (an ephemeral port) in a daemon thread, with a
+    managed-identity token endpoint (App Service style: `IDENTITY_ENDPOINT` and
+    `IDENTITY_HEADER`, what azure-identity's DefaultAzureCredential reads), the fake Azure
+    Files and the proxy that reaches it (`client_environment()` says how a client finds them).
+    """
 
     def __init__(self, tls: TlsFiles, *, subscription: str, token: str) -> None:
         self.world = World(subscription, token)
@@ -112,13 +107,13 @@ class FakeArm:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(tls.cert), str(tls.key))
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.server = tls_server(Handler, tls)
         self.port = self.server.server_address[1]
         self.base_url = f"https://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.files = FakeFiles(self.world.files, tls.files)
+        kernel.image()  # the VMs' kernel files, read once per process before any VM boots
+        self.proxy = ForwardProxy(self.files.port)
 
     def start(self) -> FakeArm:
         self._thread.start()
@@ -127,6 +122,21 @@ class FakeArm:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.proxy.stop()
+        self.files.stop()
+        self.world.shutdown()
+
+    def client_environment(self) -> dict[str, str]:
+        """The environment of a client that authenticates with DefaultAzureCredential (the
+        managed identity endpoint) and reaches Azure Files through the proxy; ARM itself is
+        addressed by its base URL (`baseUrl` / `caBundle`)."""
+        return {
+            "IDENTITY_ENDPOINT": f"{self.base_url}/msi/token",
+            "IDENTITY_HEADER": self.world.identity_header,
+            "HTTPS_PROXY": self.proxy.url,
+            "NO_PROXY": "127.0.0.1,localhost",
+            "REQUESTS_CA_BUNDLE": str(self.tls.ca),
+        }
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -136,11 +146,13 @@ class FakeArm:
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         with world.lock:
             world.requests.append(Request(method, url.path, url.query, time.monotonic()))
+        if method == "GET" and url.path == "/msi/token":
+            return token(self.world, headers, query)
         auth = {k.lower(): v for k, v in headers.items()}.get("authorization", "")
         if auth != f"Bearer {world.token}":
             with world.lock:
                 world.unauthorized += 1
-            return _error(401, "AuthenticationFailed", "missing or wrong bearer token")
+            return error(401, "AuthenticationFailed", "missing or wrong bearer token")
         fault = world.take_fault(method, url.path)
         if fault is not None:
             body = fault.body
@@ -148,19 +160,19 @@ class FakeArm:
                 body = {"error": {"code": f"Injected{fault.status}", "message": "injected fault"}}
             return Response(fault.status, body, dict(fault.headers))
         if "api-version" not in query:
-            return _error(400, "MissingApiVersionParameter", "The api-version is required")
+            return error(400, "MissingApiVersionParameter", "The api-version is required")
         world.advance()
         for route_method, pattern, name in ROUTES:
             match = pattern.match(url.path)
             if route_method == method and match:
                 if match.group("sub") != world.subscription:
-                    return _error(404, "SubscriptionNotFound", "unknown subscription")
+                    return error(404, "SubscriptionNotFound", "unknown subscription")
                 body = json.loads(raw) if raw else None
                 handler = getattr(self, f"_{name}")
                 with world.lock:
                     result: Response = handler(match.groupdict(), query, body)
                     return result
-        return _error(404, "NotFound", f"no route for {method} {url.path}")
+        return error(404, "NotFound", f"no route for {method} {url.path}")
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -219,21 +231,24 @@ class FakeArm:
 
     def _put_vm(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
         if not isinstance(body, dict) or not isinstance(body.get("location"), str):
-            return _error(400, "InvalidRequestContent", "location is required")
+            return error(400, "InvalidRequestContent", "location is required")
         rg, name = groups["rg"], groups["vm"]
         if self.world.busy(rg, name):
-            return _error(409, "OperationNotAllowed", "another operation is in progress")
+            return error(409, "OperationNotAllowed", "another operation is in progress")
         self.world.vm_bodies.append(json.loads(json.dumps(body)))
         vm = self._vm(groups)
         properties = json.loads(json.dumps(body.get("properties") or {}))
         properties.get("osProfile", {}).pop("adminPassword", None)  # never returned by ARM
         created = vm is None
+        resize = vm is not None and "hardwareProfile" in properties
+        resize = resize and size_of(vm.properties) != size_of(properties)
         if vm is None:
             vm = Vm(rg, name, body["location"], properties)
             self.world.vms[(rg.lower(), name.lower())] = vm
         else:
             vm.properties.update(properties)
         op = self.world.start_operation("create" if created else "update", rg, name, vm.location)
+        op.resize = resize
         return Response(
             201 if created else 200,
             vm.resource(self.world.subscription, instance_view=False),
@@ -243,7 +258,7 @@ class FakeArm:
     def _get_vm(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
         vm = self._vm(groups)
         if vm is None:
-            return _error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
+            return error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
         expand = "instanceView" in query.get("$expand", "")
         return Response(200, vm.resource(self.world.subscription, instance_view=expand))
 
@@ -252,7 +267,7 @@ class FakeArm:
         if vm is None:
             return Response(204)
         if self.world.busy(groups["rg"], groups["vm"]):
-            return _error(409, "OperationNotAllowed", "another operation is in progress")
+            return error(409, "OperationNotAllowed", "another operation is in progress")
         op = self.world.start_operation("delete", groups["rg"], groups["vm"], vm.location)
         if self.world.delete_status in (200, 204):  # deleted synchronously
             self.world.finish_now(op)
@@ -262,15 +277,16 @@ class FakeArm:
     def _vm_action(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
         vm = self._vm(groups)
         if vm is None:
-            return _error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
+            return error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
         if self.world.busy(groups["rg"], groups["vm"]):
-            return _error(409, "OperationNotAllowed", "another operation is in progress")
+            return error(409, "OperationNotAllowed", "another operation is in progress")
         action = {a.lower(): a for a in ("start", "powerOff", "restart", "deallocate")}[
             groups["action"].lower()
         ]
         op = self.world.start_operation(action, groups["rg"], groups["vm"], vm.location)
         if action == "powerOff" and query.get("skipShutdown", "").lower() == "true":
             op.duration /= 2  # skipping the graceful shutdown is quicker
+            op.graceful = False
         if action in self.world.sync_actions:  # the REST examples' 200: done synchronously
             self.world.finish_now(op)
             return Response(200, None)
@@ -279,12 +295,12 @@ class FakeArm:
     def _put_rc(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
         vm = self._vm(groups)
         if vm is None:
-            return _error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
+            return error(404, "ResourceNotFound", f"The Resource '{groups['vm']}' was not found.")
         properties = body.get("properties") if isinstance(body, dict) else None
         if not isinstance(properties, dict) or not isinstance(body.get("location"), str):
-            return _error(400, "InvalidRequestContent", "location and properties are required")
+            return error(400, "InvalidRequestContent", "location and properties are required")
         if vm.power != "running" or vm.provisioning.lower() not in ("succeeded", "updating"):
-            return _error(
+            return error(
                 409,
                 "OperationNotAllowed",
                 "The operation requires the VM to be running (or set to run).",
@@ -310,8 +326,11 @@ class FakeArm:
             rc.timeout = timeout
         self.world.run_commands[key] = rc
         op = self.world.start_operation(
-            "runCommand", groups["rg"], groups["vm"], body["location"], run_command=rc.name, env=env
+            "runCommand", groups["rg"], groups["vm"], body["location"], run_command=rc.name
         )
+        if op.outcome == "Succeeded":
+            names = rc.parameter_names + rc.protected_names
+            self.world.run_script(op, rc, {**{n: "" for n in names}, **env})
         status = self.world.run_command_status or (201 if created else 200)
         if status == 202:  # the REST example's Accepted: no body, both LRO headers
             return Response(202, None, self._operation_headers(op, location=True))
@@ -325,7 +344,7 @@ class FakeArm:
         properties = body.get("properties") if isinstance(body, dict) else None
         template = properties.get("template") if isinstance(properties, dict) else None
         if not isinstance(template, dict):
-            return _error(400, "InvalidTemplate", "properties.template is required")
+            return error(400, "InvalidTemplate", "properties.template is required")
         rg, name = groups["rg"], groups["vm"]
         key = (rg.lower(), name.lower())
         created = key not in self.world.deployments
@@ -347,21 +366,21 @@ class FakeArm:
         rg, name = groups["rg"], groups["vm"]
         record = self.world.deployments.get((rg.lower(), name.lower()))
         if record is None:
-            return _error(404, "DeploymentNotFound", f"Deployment '{name}' could not be found.")
+            return error(404, "DeploymentNotFound", f"Deployment '{name}' could not be found.")
         return Response(200, deployment_resource(self.world.subscription, rg, name, record))
 
     def _get_rc(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
         key = (groups["rg"].lower(), groups["vm"].lower(), groups["rc"].lower())
         rc = self.world.run_commands.get(key)
         if rc is None:
-            return _error(404, "ResourceNotFound", f"The Resource '{groups['rc']}' was not found.")
+            return error(404, "ResourceNotFound", f"The Resource '{groups['rc']}' was not found.")
         expand = query.get("$expand", "") == "instanceView"
         return Response(200, rc.resource(self.world.subscription, instance_view=expand))
 
     def _get_operation(self, groups: dict[str, str], query: dict[str, str], body: Any) -> Response:
         op = self.world.operations.get(groups["op"])
         if op is None:
-            return _error(404, "NotFound", "unknown operation")
+            return error(404, "NotFound", "unknown operation")
         op.polls += 1
         if query.get("monitor") == "true":
             if not op.done:

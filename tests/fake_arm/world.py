@@ -5,12 +5,19 @@ world, applying the effects of the operations whose time is up, so answers are a
 with what a client polling the operation would see. Like ARM, the VM's own state lags: for
 `stale_window` seconds after an operation starts, GETs and listings still show the old
 statuses (and the old status time), then the transitional ones, then the outcome with a new
-time. Run commands run their script in a sandboxed bash (`runner`).
+time. Each VM has an operating system (`vm.FakeVm`: Linux namespaces with a private root,
+booted at its first Run Command); a Run Command's script runs there as root while the
+operation is in flight, and the operation completes when the script has ended. Stopping,
+deallocating, restarting or resizing a VM shuts its OS down (its processes die, as on Azure);
+deleting it removes its disk. A reboot or shutdown the VM's own OS asks for becomes Azure's
+restart or power-off of that VM, so its power state moves as with the REST calls.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -20,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.fake_arm.deployments import parameter_values, template_vms
+from tests.fake_arm.files import FilesStore
 from tests.fake_arm.resources import RunCommand, Vm, stamp
-from tests.fake_arm.runner import run_script, sandbox
+from tests.fake_arm.vm import FakeVm, Launcher
 
 # what an operation does to its VM while it runs (provisioning, power) and when it succeeds
 RUNNING_STATE = {
@@ -29,7 +37,7 @@ RUNNING_STATE = {
     "update": ("Updating", "keep"),
     "start": ("Updating", "starting"),
     "powerOff": ("Updating", "stopping"),
-    "restart": ("Updating", "running"),
+    "restart": ("Updating", "starting"),
     "deallocate": ("Updating", "deallocating"),
     "delete": ("Deleting", "keep"),
 }
@@ -57,6 +65,9 @@ class Operation:
     run_command: str | None = None
     shown: bool = False  # whether the VM shows this operation yet (after the stale window)
     done: bool = False
+    script_done: bool = True  # a run command: whether its script has ended
+    graceful: bool = True  # a power-off: with the OS's own shutdown
+    resize: bool = False  # an update that changes the VM's size (Azure restarts it)
     error: dict[str, str] | None = None
     polls: int = 0
 
@@ -98,7 +109,6 @@ class World:
         self.unauthorized = 0
         self.run_command_bodies: list[dict[str, Any]] = []
         self.vm_bodies: list[dict[str, Any]] = []
-        self._env_of: dict[str, dict[str, str]] = {}  # a run command's environment, until it runs
         #: seconds during which a VM still shows its old state after an operation starts
         self.stale_window = 0.05
         #: how a run command PUT is answered: 201 (created), 200 (updated) or 202 (accepted)
@@ -107,10 +117,18 @@ class World:
         self.sync_actions: set[str] = set()
         #: how a DELETE of a VM is answered: 202 (accepted), or 200 / 204 (done synchronously)
         self.delete_status = 202
-        #: where each VM's sandbox (home, cwd, TMPDIR of its run commands) lives
-        self.sandbox_root = Path(tempfile.mkdtemp(prefix="fake-arm-vms-"))
-        #: the fake Azure Files: <share_root>/<account>/<share>/...
-        self.share_root = self.sandbox_root / "shares"
+        #: where the VMs' disks and the fake Azure Files live
+        self.sandbox_root = Path(tempfile.mkdtemp(prefix="fake-arm-"))
+        #: the fake Azure Files (`files.FakeFiles` serves it; the VMs mount its shares)
+        self.files = FilesStore(
+            self.sandbox_root / "files", "fake-files-token-" + secrets.token_hex(8)
+        )
+        #: the fake VMs' operating systems, by (resource group, name), made at first use
+        self.machines: dict[tuple[str, str], FakeVm] = {}
+        self._launcher: Launcher | None = None
+        #: the managed identity endpoint's secret header (IDENTITY_HEADER) and its token requests
+        self.identity_header = secrets.token_hex(16)
+        self.token_requests: list[str] = []
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
         self.deployment_bodies: list[dict[str, Any]] = []
 
@@ -160,17 +178,19 @@ class World:
     # -- time ----------------------------------------------------------------------------------
 
     def advance(self) -> None:
-        """Apply the effects of every operation whose time is up."""
+        """Apply the effects of every operation whose time is up (a run command's also waits
+        for its script to end)."""
         now = time.monotonic()
         with self.lock:
             for op in list(self.operations.values()):
                 if not op.done and not op.shown and now - op.started >= self.stale_window:
                     self._show(op)
-                if not op.done and now - op.started >= op.duration:
+                if not op.done and op.script_done and now - op.started >= op.duration:
                     self._finish(op)
 
     def _finish_deployment(self, op: Operation) -> None:
-        """A template deployment is done: its VMs exist (and run)."""
+        """A template deployment is done: its VMs exist (and run); a VM whose size changed was
+        resized, which restarts it (its OS goes down, as on Azure)."""
         record = self.deployments[(op.resource_group.lower(), op.vm.lower())]
         if op.outcome != "Succeeded":
             record["state"] = op.outcome
@@ -179,14 +199,19 @@ class World:
         values = parameter_values(record["template"], record["parameters"])
         for name, location, properties in template_vms(record["template"], values, "westus"):
             key = (op.resource_group.lower(), name.lower())
-            vm = self.vms.get(key) or Vm(op.resource_group, name, location, properties)
+            vm = self.vms.get(key)
+            if vm is None:
+                vm = Vm(op.resource_group, name, location, properties)
+            elif size_of(vm.properties) != size_of(properties):
+                self._os_off(key)
             vm.properties.update(properties)
             vm.settle("Succeeded", "running")
             self.vms[key] = vm
         record["state"] = "Succeeded"
 
     def _show(self, op: Operation) -> None:
-        """The stale window is over: the VM now shows the operation running."""
+        """The stale window is over: the VM now shows the operation running (and a restart's
+        OS goes down now)."""
         op.shown = True
         vm = self.vms.get((op.resource_group.lower(), op.vm.lower()))
         if vm is not None and op.kind in RUNNING_STATE:
@@ -194,6 +219,8 @@ class World:
             vm.provisioning = provisioning
             if power != "keep":
                 vm.power = power
+        if op.kind == "restart":
+            self._os_off((op.resource_group.lower(), op.vm.lower()))
 
     def _finish(self, op: Operation) -> None:
         if not op.shown:
@@ -209,19 +236,7 @@ class World:
             if rc is None or vm is None:
                 op.outcome = "Failed"
                 op.error = {"code": "NotFound", "message": "the VM is gone"}
-                return
-            if op.outcome == "Succeeded":
-                env = {n: "" for n in rc.parameter_names + rc.protected_names}
-                env.update(self._env_of.pop(op.id, {}))
-                rc.start_time = stamp()
-                home = sandbox(self.sandbox_root, op.vm)
-                rc.output, rc.error, rc.exit_code = run_script(
-                    rc.script, env, home=home, share_root=self.share_root, timeout=rc.timeout
-                )
-                rc.end_time = stamp()
-                rc.execution_state = "Succeeded" if rc.exit_code == 0 else "Failed"
-                rc.provisioning = "Succeeded"
-            else:
+            elif op.outcome != "Succeeded":
                 rc.provisioning, rc.execution_state = "Failed", op.outcome
                 op.error = {"code": "VMAgentStatusCommunicationError", "message": "no agent"}
             return
@@ -233,11 +248,16 @@ class World:
         if op.kind == "delete":
             if op.outcome == "Succeeded":
                 del self.vms[key]
+                machine = self.machines.pop(key, None)
+                if machine is not None:
+                    machine.destroy()
             else:
                 vm.settle("Failed", vm.power)
             return
         if op.outcome == "Succeeded":
             power = SUCCEEDED_POWER[op.kind]
+            if op.kind in ("powerOff", "deallocate") or op.resize:
+                self._os_off(key, graceful=op.graceful)
             vm.settle("Succeeded", op.previous_power if power == "keep" else power)
         elif op.outcome == "Canceled":
             vm.settle("Succeeded" if op.kind != "create" else "Canceled", op.previous_power)
@@ -250,6 +270,70 @@ class World:
                 "message": f"the fake failed the {op.kind} operation on purpose",
             }
 
+    # -- the VMs' operating systems ------------------------------------------------------------
+
+    def machine(self, resource_group: str, vm_name: str) -> FakeVm:
+        """The VM's OS (its disk is made at first use)."""
+        key = (resource_group.lower(), vm_name.lower())
+        with self.lock:
+            found = self.machines.get(key)
+            if found is None:
+                if self._launcher is None:
+                    self._launcher = Launcher()
+                home = self.sandbox_root / "vms" / f"{key[0]}--{key[1]}"
+                found = FakeVm(home, vm_name, self.files.root, self._launcher)
+                self.machines[key] = found
+            return found
+
+    def _os_off(self, key: tuple[str, str], *, graceful: bool = True) -> None:
+        machine = self.machines.get(key)
+        if machine is not None:
+            machine.power_off(graceful=graceful)
+
+    def run_script(self, op: Operation, rc: RunCommand, env: dict[str, str]) -> None:
+        """Run a Run Command's script on its VM, off the request thread; the operation ends
+        when the script has (and the VM's own reboot or shutdown then takes effect)."""
+        op.script_done = False
+        machine = self.machine(op.resource_group, op.vm)
+
+        def started() -> None:
+            with self.lock:
+                rc.start_time = stamp()
+
+        def work() -> None:
+            time.sleep(self.stale_window)  # the agent picks the command up
+            try:
+                out, err, code = machine.run(
+                    rc.script, env, timeout=rc.timeout, name=rc.name, on_start=started
+                )
+            except Exception as exc:  # the OS did not boot: the agent never answered
+                out, err, code = "", f"fake-arm: {exc}\n", 1
+            request = machine.take_power_request()
+            with self.lock:
+                rc.output, rc.error, rc.exit_code = out, err, code
+                rc.start_time = rc.start_time or stamp()
+                rc.end_time = stamp()
+                rc.execution_state = "Succeeded" if code == 0 else "Failed"
+                rc.provisioning = "Succeeded"
+                op.script_done = True
+                if request is not None and (op.resource_group.lower(), op.vm.lower()) in self.vms:
+                    kind = "restart" if request == "reboot" else "powerOff"
+                    vm = self.vms[(op.resource_group.lower(), op.vm.lower())]
+                    self.start_operation(kind, op.resource_group, op.vm, vm.location)
+
+        threading.Thread(target=work, name=f"run-command-{rc.name}", daemon=True).start()
+
+    def shutdown(self) -> None:
+        """Every VM's OS off, every disk removed (the fake ARM is stopping)."""
+        with self.lock:
+            machines, self.machines = list(self.machines.values()), {}
+            launcher, self._launcher = self._launcher, None
+        for machine in machines:
+            machine.destroy()
+        if launcher is not None:
+            launcher.stop()
+        shutil.rmtree(self.sandbox_root, ignore_errors=True)
+
     # -- operations ----------------------------------------------------------------------------
 
     def start_operation(
@@ -260,7 +344,6 @@ class World:
         location: str,
         *,
         run_command: str | None = None,
-        env: dict[str, str] | None = None,
     ) -> Operation:
         with self.lock:
             vm = self.vms.get((resource_group.lower(), vm_name.lower()))
@@ -276,8 +359,6 @@ class World:
                 previous_power=vm.power if vm else None,
                 run_command=run_command,
             )
-            if env:
-                self._env_of[op.id] = dict(env)
             self.operations[op.id] = op
             if self.stale_window <= 0:
                 self._show(op)
@@ -299,3 +380,7 @@ class World:
                 == (resource_group.lower(), vm_name.lower())
                 for op in self.operations.values()
             )
+
+
+def size_of(properties: dict[str, Any]) -> Any:
+    return (properties.get("hardwareProfile") or {}).get("vmSize")
