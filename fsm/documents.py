@@ -45,6 +45,8 @@ def _read_text(file: Path) -> str:
         fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise DocumentError(f"cannot read {file}: {exc.strerror}") from exc
+    except ValueError as exc:  # a NUL in the path
+        raise DocumentError(f"cannot read {str(file)!r}: not a valid path") from exc
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -258,17 +258,22 @@ def test_release_ends_what_outlived_a_killed_shim(
     engine, worker, _backend = rig
     sid = submit(worker, engine)
     shim = engine.get(sid).data["pid"]
-    deadline = time.monotonic() + 10
-    while not (
-        children := [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == shim]
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    [service] = children
+    service = child_of(shim)
     os.kill(shim, signal.SIGKILL)
     assert wait_dead(shim) and alive(service)
     assert until_state(worker, engine, sid, "FAILED")
     assert wait_dead(service)
+
+
+def child_of(parent: int) -> int:
+    """The service the shim started (once it has started it)."""
+    deadline = time.monotonic() + 10
+    while not (
+        found := [int(p) for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == parent]
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return found[0]
 
 
 def _ppid(pid: int) -> int | None:
@@ -284,11 +289,14 @@ def test_a_service_gets_sigterm_not_an_inherited_ignore(
 ) -> None:
     engine, worker, _ = rig
     sid = submit(worker, engine, ["sleep", "300"])
+    service = child_of(engine.get(sid).data["pid"])
+    time.sleep(0.2)  # the shim has set up its own signal handling by now
     started = time.monotonic()
     worker.command(sid, "stop")
     assert engine.history(sid)[-1].event == "stop"
     assert engine.get(sid).data["killed"] is False  # SIGTERM was enough: no SIGKILL needed
     assert time.monotonic() - started < 1.5
+    assert wait_dead(service)
 
 
 def test_release_raises_until_nothing_is_left(
