@@ -340,9 +340,12 @@ def test_submit_in_a_state_that_cannot_start_starts_nothing(
 
 
 def test_env_values_reach_the_process_and_never_the_database(
-    tmp_path: Path, rig: tuple[Engine, Worker, LocalProcessBackend]
+    tmp_path: Path, rig: tuple[Engine, Worker, LocalProcessBackend], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine, worker, backend = rig
+    monkeypatch.setenv("FSM_SECRET_OTHER_SERVICE", "other-9b1c")  # the worker's, not the service's
+    monkeypatch.setenv("FSM_SECRETS_DIR", str(tmp_path))
+    monkeypatch.setenv("FSM_DB", "postgresql://u:db-pw-77a1@h/x")
     values = {"DB_PASSWORD": "pw-7f3a91c2", "GITHUB_TOKEN": "ghp_5e1d0b77aa", "MODE": "m-4c2e"}
     out = tmp_path / "env.json"
     argv = [
@@ -358,6 +361,8 @@ def test_env_values_reach_the_process_and_never_the_database(
         time.sleep(0.05)
     seen = json.loads(out.read_text())
     assert {k: seen[k] for k in values} == values  # the process got them
+    assert not {"FSM_SECRET_OTHER_SERVICE", "FSM_SECRETS_DIR", "FSM_DB"} & set(seen)
+    assert "PATH" in seen  # the rest of the worker's environment is inherited
     assert engine.get(sid).data["process"]["env_names"] == sorted(values)
     worker.command(sid, "stop")
     history = json.dumps([t._asdict() for t in engine.history(sid)], default=str)

@@ -158,7 +158,7 @@ class LocalProcessBackend(Backend):
         self, entity: Entity, key: str, spec: Mapping[str, Any], port: int, nonce: str
     ) -> ProcessRef:
         argv = [a.replace("{port}", str(port)) for a in spec["argv"]]
-        env = {**os.environ, **spec["env"], "PORT": str(port), NONCE_VAR: nonce}
+        env = {**_inherited_env(), **spec["env"], "PORT": str(port), NONCE_VAR: nonce}
         command = [sys.executable, "-I", shim_module.__file__, "--dir-fd", str(self.files.fd)]
         command += ["--status", f"{key}.status", "--", *argv]
         try:
@@ -268,6 +268,17 @@ class LocalProcessBackend(Backend):
         if isinstance(health.get("http"), str):
             return http_ok(self.host, port, health["http"], self.ping_timeout)
         return tcp_ok(self.host, port, self.ping_timeout)
+
+
+#: the worker's own variables a service must not inherit: its database URL, and the secrets it
+#: was given to resolve references with (`$FSM_SECRET_NAME`, `$FSM_SECRETS_DIR`)
+_WORKER_ONLY = ("FSM_DB", "FSM_SECRET", NONCE_VAR)
+
+
+def _inherited_env() -> dict[str, str]:
+    """The worker's environment minus what is the worker's alone: a service gets the secrets
+    its own spec names (resolved for it), never every secret the worker holds."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_WORKER_ONLY)}
 
 
 def _exit_code(raw: bytes | None) -> int | None:
