@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
@@ -16,6 +15,7 @@ from backends.local import LocalProcessBackend
 from backends.local.process import start_ticks
 from fsm import Engine
 from fsm.worker import Worker
+from tests.local_support import alive, local_rig
 
 
 def demo_argv(mode: str, *extra: str) -> list[str]:
@@ -35,14 +35,8 @@ def demo_argv(mode: str, *extra: str) -> list[str]:
 
 @pytest.fixture
 def local(tmp_path: Path) -> Iterator[tuple[Engine, Worker, LocalProcessBackend]]:
-    engine = Engine(f"sqlite:///{tmp_path}/local.db", refresh_scale=0.05)
-    backend = LocalProcessBackend(tmp_path / "procs", grace=2.0)
-    worker = Worker(engine, [backend])
-    yield engine, worker, backend
-    for entity in engine.list_entities():
-        backend.release(entity, engine.clock())
-    backend.close()
-    engine.close()
+    with local_rig(tmp_path) as rig:
+        yield rig
 
 
 def start(
@@ -77,27 +71,16 @@ def pid_of(engine: Engine, entity_id: str) -> int:
     return int(engine.get(entity_id).data["pid"])
 
 
-def is_alive(pid: int) -> bool:
-    """The process runs (and is not a zombie waiting to be collected)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
 def test_healthy_service_then_stop_kills_the_process(local) -> None:  # type: ignore[no-untyped-def]
     engine, worker, _ = local
     sid = start(worker, engine, demo_argv("healthy"))
     assert engine.get(sid).state == "STARTING"
     assert until(worker, engine, sid, {"HEALTHY"}) == "HEALTHY"
     pid = pid_of(engine, sid)
-    assert is_alive(pid)
+    assert alive(pid)
     worker.command(sid, "stop")
     assert engine.get(sid).state == "STOPPED"
-    assert not is_alive(pid)
+    assert not alive(pid)
     assert [t.event for t in engine.history(sid)] == ["job_running", "ping_ok", "stop"]
 
 
@@ -121,7 +104,7 @@ def test_silent_service_times_out_and_is_terminated(local) -> None:  # type: ign
     sid = start(worker, engine, demo_argv("silent"), limit=2)
     pid = pid_of(engine, sid)
     assert until(worker, engine, sid, {"TIMEOUT"}) == "TIMEOUT"
-    assert not is_alive(pid)  # released: nothing keeps running
+    assert not alive(pid)  # released: nothing keeps running
 
 
 def test_a_restarted_engine_reattaches(tmp_path: Path, local) -> None:  # type: ignore[no-untyped-def]
@@ -147,7 +130,7 @@ def test_a_pid_in_entity_data_is_never_taken_for_ours(local) -> None:  # type: i
     [observation] = backend.observe([engine.get(impostor.id)], engine.clock())
     assert observation.events == ()  # never submitted: nothing runs for it
     worker.command(impostor.id, "stop")  # must not signal this test process
-    assert is_alive(me)
+    assert alive(me)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ make the backend signal, adopt or report a process. Real processes throughout: s
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -28,6 +27,7 @@ from backends.local import LocalProcessBackend
 from fsm import Engine
 from fsm.config import ConfigError, load_config
 from fsm.worker import Worker
+from tests.local_support import alive, local_rig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,16 +35,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def ticks(pid: int) -> int:
     text = Path(f"/proc/{pid}/stat").read_text()
     return int(text[text.rfind(")") + 2 :].split()[19])
-
-
-def alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return text[text.rfind(")") + 2] not in "ZX"
 
 
 def wait_dead(pid: int, seconds: float = 10) -> bool:
@@ -67,15 +57,8 @@ def stranger() -> Iterator[subprocess.Popen[bytes]]:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[tuple[Engine, Worker, LocalProcessBackend]]:
-    engine = Engine(f"sqlite:///{tmp_path}/local.db", refresh_scale=0.05)
-    backend = LocalProcessBackend(tmp_path / "procs", grace=2.0)
-    worker = Worker(engine, [backend])
-    yield engine, worker, backend
-    for entity in engine.list_entities():
-        with contextlib.suppress(CommandFailed):
-            backend.release(entity, engine.clock())
-    backend.close()
-    engine.close()
+    with local_rig(tmp_path) as made:
+        yield made
 
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(300)"]
