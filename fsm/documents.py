@@ -122,7 +122,10 @@ class _BoundedLoader(yaml.SafeLoader):
 
 
 def parse_yaml(text: str, name: str = "<text>") -> Any:
-    loader = _BoundedLoader(text, name)
+    try:
+        loader = _BoundedLoader(text, name)  # the reader refuses control characters here
+    except yaml.YAMLError as exc:
+        raise DocumentError(f"{name} is not valid YAML: {_one_line(str(exc))}") from exc
     try:
         node = loader.get_single_node()
         if node is None:

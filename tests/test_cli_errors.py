@@ -120,6 +120,17 @@ def test_non_utf8_files_are_one_problem(tmp_path: Path, capsys: pytest.CaptureFi
     assert not db.exists()
 
 
+@pytest.mark.parametrize("text", ["name: a\x1fb\n", "\ufeff\ufffe: x", "a: b\n\x00"])
+def test_control_characters_are_one_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    path = tmp_path / "control.yaml"
+    path.write_text(text, encoding="utf-8")
+    code, out, err = fsm(capsys, "lint", str(path))
+    assert code == 1 and err == ""
+    assert "not valid YAML" in out
+
+
 def test_a_fifo_is_refused_not_waited_for(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -206,7 +206,18 @@ def config_bodies(draw: st.DrawFn, secret: str) -> dict[str, Any]:
 
 
 FILES = st.sampled_from(
-    ["definition", "laughs", "deep", "latin1", "bytes", "missing", "dir", "pipe", "empty"]
+    [
+        "definition",
+        "laughs",
+        "deep",
+        "latin1",
+        "bytes",
+        "control",
+        "missing",
+        "dir",
+        "pipe",
+        "empty",
+    ]
 )
 
 
@@ -222,6 +233,11 @@ def write_file(ws: Path, kind: str, draw: st.DrawFn, name: str) -> Path:
         path.write_bytes("name: café\n".encode("latin-1"))
     elif kind == "bytes":
         path.write_bytes(draw(st.binary(max_size=200)))
+    elif kind == "control":  # valid UTF-8 that YAML refuses (C0 controls, BOMs, surrogates)
+        path.write_text(
+            "name: " + draw(st.text(st.sampled_from("\x01\x1f\x7f\ufeff\ufffe\x85 a:"))),
+            encoding="utf-8",
+        )
     elif kind == "empty":
         path.write_text("")
     elif kind == "dir":
