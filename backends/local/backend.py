@@ -27,6 +27,7 @@ from backends.base import Backend, CommandFailed, CommandResult
 from backends.local import shim as shim_module
 from backends.local.health import free_port, http_ok, tcp_ok
 from backends.local.process import (
+    KILL_WAIT,
     NONCE_VAR,
     ProcessRef,
     StillRunning,
@@ -68,6 +69,9 @@ class LocalProcessBackend(Backend):
         settings = LocalSettings.from_config(config)
         self.state_dir = settings.state_dir
         self.grace = settings.grace
+        # a stop or a release waits `grace` for SIGTERM, then up to KILL_WAIT after SIGKILL:
+        # the worker bounds those calls (a little above that)
+        self.command_timeout = self.release_timeout = self.grace + KILL_WAIT + 3.0
         self.ping_timeout = settings.ping_timeout
         self.host = settings.host
         self.files = StateDir(settings.state_dir)

@@ -162,7 +162,10 @@ class StillRunning(Exception):
     """Our processes survived SIGKILL (e.g. stuck in the kernel): not confirmed gone."""
 
 
-def terminate(ref: ProcessRef, grace: float, kill_wait: float = 5.0) -> bool:
+KILL_WAIT = 2.0  # seconds a SIGKILLed group may take to be gone before it counts as stuck
+
+
+def terminate(ref: ProcessRef, grace: float, kill_wait: float = KILL_WAIT) -> bool:
     """SIGTERM our group, SIGKILL what is left after `grace` seconds; True if it had to kill.
 
     Returns only once nothing of ours is left; raises `StillRunning` otherwise."""
