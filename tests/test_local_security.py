@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from backends.base import CommandFailed
 from backends.local import LocalProcessBackend
 from fsm import Engine
 from fsm.config import ConfigError, load_config
+from fsm.observation import FailureKind
 from fsm.worker import Worker
 from tests.local_support import alive, local_rig
 
@@ -197,6 +199,37 @@ def test_a_record_naming_a_recycled_pid_is_never_signalled(
         assert engine.get(sid).state == "STOPPED"
         time.sleep(0.3)
         assert alive(stranger.pid)
+
+
+def test_records_of_another_boot_or_machine_are_never_acted_on(
+    rig: tuple[Engine, Worker, LocalProcessBackend], stranger: subprocess.Popen[bytes]
+) -> None:
+    """A state dir shared over the network, or kept across a reboot: the pid and start time of
+    another boot name nothing here (even when a process here happens to match them)."""
+    engine, worker, backend = rig
+    rebooted, remote = submit(worker, engine), submit(worker, engine)
+    for sid, host in ((rebooted, socket.gethostname()), (remote, "build-07")):
+        path = _record_file(backend, sid)
+        record = json.loads(path.read_text())
+        os.killpg(record["pid"], signal.SIGKILL)
+        record.update(pid=stranger.pid, start_ticks=ticks(stranger.pid), boot_id="a-past-boot")
+        record["host"] = host
+        path.write_text(json.dumps(record))
+    seen = {o.entity_id: o for o in backend.observe(engine.list_entities(), engine.clock())}
+    assert seen[rebooted].events == ("job_failed",)  # rebooted: nothing from before lives
+    assert seen[remote].failure is FailureKind.MISSING and "build-07" in seen[remote].detail
+    with pytest.raises(CommandFailed, match="build-07"):
+        worker.command(remote, "stop")
+    assert engine.get(remote).state == "STARTING"
+    with pytest.raises(CommandFailed, match="build-07"):
+        backend.release(engine.get(remote), engine.clock())
+    worker.command(rebooted, "stop")
+    backend.release(engine.get(rebooted), engine.clock())
+    time.sleep(0.3)
+    assert alive(stranger.pid)
+    assert [json.loads(p.read_text())["entity_id"] for p in backend.state_dir.glob("*.json")] == [
+        remote
+    ]
 
 
 def test_a_restarted_engine_reattaches_from_the_record_on_disk(

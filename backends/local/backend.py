@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ from backends.local.process import (
     NONCE_VAR,
     ProcessRef,
     StillRunning,
+    boot_id,
     find_by_nonce,
     leader_alive,
     start_ticks,
@@ -75,6 +77,7 @@ class LocalProcessBackend(Backend):
         self.ping_timeout = settings.ping_timeout
         self.host = settings.host
         self.files = StateDir(settings.state_dir)
+        self._machine = (socket.gethostname(), boot_id())
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsm-ping")
 
     @classmethod
@@ -100,10 +103,23 @@ class LocalProcessBackend(Backend):
             record = None  # not the record of this entity: never act on it
         return key, record
 
+    def _elsewhere(self, entity: Entity, record: Mapping[str, Any], command: str) -> str | None:
+        """Another machine's record (a state dir shared over the network): its processes are
+        not ours to judge or signal from here. Raises for a command; tells `observe` where."""
+        host, boot = record.get("host"), record.get("boot_id")
+        if boot is None or boot == self._machine[1] or host == self._machine[0]:
+            return None
+        where = f"the service runs on {str(host)[:100]!r}, not on this machine"
+        if command != "observe":
+            raise CommandFailed(command, entity.id, f"{where}: a worker there must {command} it")
+        return where
+
     def _ref(self, key: str, record: Mapping[str, Any]) -> ProcessRef | None:
         """Our shim as the record names it; after a submit that crashed before it recorded the
-        pid, found again by its nonce."""
+        pid, found again by its nonce. None after a reboot: nothing started before it lives."""
         nonce = record.get("nonce")
+        if record.get("boot_id") not in (None, self._machine[1]):
+            return None
         if not isinstance(nonce, str) or not nonce:
             return None
         pid, ticks = record.get("pid"), record.get("start_ticks")
@@ -135,6 +151,7 @@ class LocalProcessBackend(Backend):
         public = public_spec(spec)
         key, record = self._record(entity)
         if record is not None:
+            self._elsewhere(entity, record, "submit")
             ref = self._ref(key, record)
             if ref is not None and leader_alive(ref):  # idempotent: it already runs
                 return self._submitted(entity, key, record, ref, public)
@@ -146,6 +163,8 @@ class LocalProcessBackend(Backend):
         nonce = secrets.token_hex(16)
         record = {
             "entity_id": entity.id,
+            "host": self._machine[0],
+            "boot_id": self._machine[1],
             "nonce": nonce,
             "port": port,
             "health": spec["health"],
@@ -212,6 +231,8 @@ class LocalProcessBackend(Backend):
 
     def _stop(self, entity: Entity, now: datetime) -> CommandResult:
         key, record = self._record(entity)
+        if record is not None:
+            self._elsewhere(entity, record, "stop")
         ref = self._ref(key, record) if record is not None else None
         killed = self._end(entity, "stop", ref)
         if record is not None:
@@ -226,6 +247,7 @@ class LocalProcessBackend(Backend):
         key, record = self._record(entity)
         if record is None:
             return  # we never started anything for it: nothing of ours to end
+        self._elsewhere(entity, record, "release")
         self._end(entity, "release", self._ref(key, record))
         self.files.remove(f"{key}.json")
         self.files.remove(f"{key}.status")
@@ -251,6 +273,9 @@ class LocalProcessBackend(Backend):
             # whatever the data says, this backend runs nothing for it
             payload = {"reason": "no process of this backend for this service"}
             return Observation(entity.id, ("job_failed",), payload, observed_at=now)
+        where = self._elsewhere(entity, record, "observe")
+        if where is not None:
+            return Observation.failed(entity.id, FailureKind.MISSING, where)
         try:
             ref = self._ref(key, record)
         except OSError as exc:

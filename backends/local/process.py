@@ -20,6 +20,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -70,6 +71,15 @@ def _has_nonce(pid: int, nonce: str) -> bool:
     except OSError:
         return False
     return f"{NONCE_VAR}={nonce}".encode() in environ.split(b"\0")
+
+
+@cache
+def boot_id() -> str:
+    """This boot of this machine: pids and start times mean nothing across a reboot."""
+    try:
+        return (PROC / "sys" / "kernel" / "random" / "boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _reap(pid: int) -> None:
