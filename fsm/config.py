@@ -1,28 +1,36 @@
-"""`fsm run --config FILE`: the worker's settings, backends and extra lifecycles, validated."""
+"""`fsm run --config FILE`: the worker's settings, backends and extra lifecycles, validated.
+
+Everything is checked when the file is loaded, before a database is opened or a backend built:
+numbers must be finite and within sane bounds, and each backend's own settings are checked by
+the backend (its optional `check_config(settings)` classmethod), so a worker never starts with a
+setting it would only trip over later. Errors list every problem, on one line, and never echo a
+value that could be a secret (numbers are shown, other values only by their type).
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from fsm.documents import DocumentError, read_document
 from fsm.errors import FsmError
 
 BACKEND_GROUP = "fsm.backends"
-_KEYS = {
-    "db",
-    "interval",
-    "batch_size",
-    "lease_seconds",
-    "max_backoff",
-    "refresh_scale",
-    "lifecycles",
-    "backends",
-    "max_batches_per_tick",
+DAY = 86_400.0
+#: key: (default, lowest, highest, whole numbers only)
+_NUMBERS: dict[str, tuple[float, float, float, bool]] = {
+    "interval": (1.0, 0.001, DAY, False),
+    "batch_size": (100, 1, 100_000, True),
+    "lease_seconds": (30.0, 0.1, DAY, False),
+    "max_backoff": (300.0, 0.001, 7 * DAY, False),
+    "max_batches_per_tick": (50, 1, 100_000, True),
+    "refresh_scale": (1.0, 1e-6, 1e6, False),
 }
+_KEYS = {"db", "lifecycles", "backends", *_NUMBERS}
 
 
 class ConfigError(FsmError):
@@ -48,46 +56,85 @@ def load_config(path: str | Path | None) -> RunConfig:
         return RunConfig()
     file = Path(path)
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read {file}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file} is not valid YAML: {exc}") from exc
+        raw = read_document(file)
+    except DocumentError as exc:
+        raise ConfigError(str(exc)) from exc
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: the config must be a mapping")
-    unknown = sorted(set(raw) - _KEYS)
+    problems: list[str] = []
+    unknown = sorted(str(k) for k in set(raw) - _KEYS)
     if unknown:
-        raise ConfigError(f"{file}: unknown keys {unknown}; known: {sorted(_KEYS)}")
-    backends = raw.get("backends", [{"kind": "sim"}])
-    if not isinstance(backends, list) or not all(
-        isinstance(b, dict) and isinstance(b.get("kind"), str) for b in backends
-    ):
-        raise ConfigError(f"{file}: backends must be a list of mappings with a 'kind'")
+        problems.append(f"unknown keys {unknown}; known: {sorted(_KEYS)}")
+    numbers = {key: _number(raw, key, problems) for key in _NUMBERS}
+    db = raw.get("db")
+    if db is not None and not (isinstance(db, str) and db and "\0" not in db):
+        problems.append("db must be a database URL")
+        db = None
     lifecycles = raw.get("lifecycles", [])
-    if not isinstance(lifecycles, list) or not all(isinstance(p, str) for p in lifecycles):
-        raise ConfigError(f"{file}: lifecycles must be a list of definition files")
+    if not isinstance(lifecycles, list) or not all(
+        isinstance(p, str) and p and "\0" not in p for p in lifecycles
+    ):
+        problems.append("lifecycles must be a list of definition files")
+        lifecycles = []
+    backends = _backends(raw.get("backends", [{"kind": "sim"}]), problems)
+    if problems:
+        raise ConfigError(f"{file}: {'; '.join(problems)}")
     base = file.parent
-    try:
-        return RunConfig(
-            db=raw.get("db"),
-            interval=_positive(raw, "interval", 1.0),
-            batch_size=int(_positive(raw, "batch_size", 100)),
-            lease_seconds=_positive(raw, "lease_seconds", 30.0),
-            max_backoff=_positive(raw, "max_backoff", 300.0),
-            max_batches_per_tick=int(_positive(raw, "max_batches_per_tick", 50)),
-            refresh_scale=_positive(raw, "refresh_scale", 1.0),
-            lifecycles=tuple(str(base / p) for p in lifecycles),
-            backends=tuple(backends),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{file}: {exc}") from exc
+    return RunConfig(
+        db=db,
+        interval=numbers["interval"],
+        batch_size=int(numbers["batch_size"]),
+        lease_seconds=numbers["lease_seconds"],
+        max_backoff=numbers["max_backoff"],
+        max_batches_per_tick=int(numbers["max_batches_per_tick"]),
+        refresh_scale=numbers["refresh_scale"],
+        lifecycles=tuple(str(base / p) for p in lifecycles),
+        backends=tuple(backends),
+    )
 
 
-def _positive(raw: dict[str, Any], key: str, default: float) -> float:
+def _number(raw: Mapping[str, Any], key: str, problems: list[str]) -> float:
+    default, low, high, whole = _NUMBERS[key]
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{key} must be a positive number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        problems.append(f"{key} must be a number, got {type(value).__name__}")
+        return default
+    if whole and not isinstance(value, int):
+        problems.append(f"{key} must be a whole number, got {value!r}")
+        return default
+    if not (math.isfinite(value) and low <= value <= high):
+        problems.append(f"{key} must be from {low:g} to {high:g}, got {value!r}")
+        return default
     return float(value)
+
+
+def _backends(raw: Any, problems: list[str]) -> list[dict[str, Any]]:
+    if not isinstance(raw, list) or not all(
+        isinstance(b, dict) and isinstance(b.get("kind"), str) for b in raw
+    ):
+        problems.append("backends must be a list of mappings with a 'kind'")
+        return []
+    kinds = backend_kinds()
+    for settings in raw:
+        kind = settings["kind"]
+        if kind not in kinds:
+            problems.append(f"unknown backend kind {kind!r}; installed: {sorted(kinds) or 'none'}")
+            continue
+        lifecycles = settings.get("lifecycles")
+        if lifecycles is not None and not (
+            isinstance(lifecycles, list) and all(isinstance(n, str) for n in lifecycles)
+        ):
+            problems.append(f"backend {kind!r}: lifecycles must be a list of lifecycle names")
+        checker = getattr(_factory(kinds[kind], kind), "check_config", None)
+        if checker is None:
+            continue
+        try:
+            checker(settings)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"backend {kind!r}: {exc}")
+    return [dict(b) for b in raw]
 
 
 def backend_kinds() -> dict[str, Any]:
@@ -97,12 +144,19 @@ def backend_kinds() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=BACKEND_GROUP)}
 
 
+def _factory(entry: Any, kind: str) -> Any:
+    try:
+        return entry.load()
+    except ImportError as exc:
+        raise ConfigError(f"backend {kind!r} cannot be loaded: {exc}") from exc
+
+
 def make_backend(settings: dict[str, Any]) -> Any:
     kinds = backend_kinds()
     kind = settings["kind"]
     if kind not in kinds:
         raise ConfigError(f"unknown backend kind {kind!r}; installed: {sorted(kinds) or 'none'}")
-    factory = kinds[kind].load()
+    factory = _factory(kinds[kind], kind)
     try:
         backend = factory.from_config(settings)
     except (TypeError, ValueError) as exc:

@@ -7,14 +7,14 @@ import json
 import keyword
 import math
 import re
+import reprlib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from fsm.documents import DocumentError, read_document
 from fsm.errors import DefinitionError
 
 ANY_STATE = "*"
@@ -29,6 +29,8 @@ _RESERVED_TRIGGERS = frozenset({"state", "trigger", "machine"})
 _STATE_KEYS = frozenset({"name", "initial", "terminal", "time_limit", "on_time_limit", "refresh"})
 _TRANSITION_KEYS = frozenset({"trigger", "source", "dest", "guards", "unless", "after"})
 _TOP_KEYS = frozenset({"name", "description", "states", "transitions"})
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 60, 60, 4, 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,17 +125,18 @@ class Definition:
 
 
 def load_definition(path: str | Path, *, known_guards: Iterable[str] = ()) -> Definition:
-    """Read a definition from a YAML or JSON file."""
+    """Read a definition from a YAML or JSON file (bounded: see `fsm.documents`)."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DefinitionError(file.name, [f"cannot read {file}: {exc.strerror}"]) from exc
-    try:
-        raw = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise DefinitionError(file.name, [f"{file} is not valid YAML/JSON: {exc}"]) from exc
+        raw = read_document(file)
+    except DocumentError as exc:
+        raise DefinitionError(file.name, [str(exc)]) from exc
     return Definition.from_dict(raw, known_guards=known_guards)
+
+
+def _shown(value: Any) -> str:
+    """A short repr: a problem names the bad value, without printing all of a huge one."""
+    return _REPR.repr(value)
 
 
 class _Parser:
@@ -155,10 +158,10 @@ class _Parser:
             )
         name = raw.get("name")
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            self.problem(f"name must be an identifier-like string, got {name!r}")
+            self.problem(f"name must be an identifier-like string, got {_shown(name)}")
             name = str(name)
         for key in sorted(set(raw) - _TOP_KEYS, key=str):
-            self.problem(f"unknown top-level key {key!r}")
+            self.problem(f"unknown top-level key {_shown(key)}")
         description = raw.get("description", "")
         if not isinstance(description, str):
             self.problem("description must be a string")
@@ -201,10 +204,10 @@ class _Parser:
             return None
         name = item.get("name")
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            self.problem(f"states[{index}] has an invalid name {name!r}")
+            self.problem(f"states[{index}] has an invalid name {_shown(name)}")
             return None
         for key in sorted(set(item) - _STATE_KEYS, key=str):
-            self.problem(f"state {name!r}: unknown key {key!r}")
+            self.problem(f"state {name!r}: unknown key {_shown(key)}")
         initial = self._flag(item, "initial", f"state {name!r}")
         terminal = self._flag(item, "terminal", f"state {name!r}")
         time_limit = self._seconds(item, "time_limit", f"state {name!r}")
@@ -237,7 +240,9 @@ class _Parser:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            self.problem(f"{where}: {key} must be a positive number of seconds, got {value!r}")
+            self.problem(
+                f"{where}: {key} must be a positive number of seconds, got {_shown(value)}"
+            )
             return None
         if isinstance(value, float) and not math.isfinite(value):
             self.problem(f"{where}: {key} must be finite")
@@ -294,13 +299,13 @@ class _Parser:
             return None
         trigger = item.get("trigger")
         if not isinstance(trigger, str) or not _TRIGGER.fullmatch(trigger):
-            self.problem(f"{where}: trigger must be an identifier, got {trigger!r}")
+            self.problem(f"{where}: trigger must be an identifier, got {_shown(trigger)}")
             return None
         if keyword.iskeyword(trigger) or trigger in _RESERVED_TRIGGERS:
             self.problem(f"{where}: trigger name {trigger!r} is reserved")
         where = f"{where} ({trigger})"
         for key in sorted(set(item) - _TRANSITION_KEYS, key=str):
-            self.problem(f"{where}: unknown key {key!r}")
+            self.problem(f"{where}: unknown key {_shown(key)}")
         raw_sources = self._names(item.get("source"), where, "source")
         if not raw_sources:
             self.problem(f"{where}: no source state")
@@ -309,15 +314,15 @@ class _Parser:
             self.problem(f"{where}: dest must be a state name")
             return None
         if dest != SAME_STATE and dest not in states:
-            self.problem(f"{where}: unknown destination state {dest!r}")
+            self.problem(f"{where}: unknown destination state {_shown(dest)}")
         sources: list[str] = []
         for source in raw_sources:
             if source == ANY_STATE:
                 sources.extend(s.name for s in states.values() if not s.terminal)
             elif source not in states:
-                self.problem(f"{where}: unknown source state {source!r}")
+                self.problem(f"{where}: unknown source state {_shown(source)}")
             elif states[source].terminal:
-                self.problem(f"{where}: leaves terminal state {source!r}")
+                self.problem(f"{where}: leaves terminal state {_shown(source)}")
             else:
                 sources.append(source)
         guards = self._names(item.get("guards"), where, "guards")
@@ -325,7 +330,7 @@ class _Parser:
         after = self._names(item.get("after"), where, "after")
         for guard in (*guards, *unless):
             if guard not in self.known_guards:
-                self.problem(f"{where}: unknown guard {guard!r}")
+                self.problem(f"{where}: unknown guard {_shown(guard)}")
         # the order of sources means nothing: sorted, so the version does not depend on it
         return TransitionSpec(trigger, tuple(sorted(set(sources))), dest, guards, unless, after)
 

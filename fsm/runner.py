@@ -179,11 +179,11 @@ def run_from_config(
     lease_audit: Path | None = None,
 ) -> int:
     """Everything `fsm run` does after parsing its arguments."""
+    backends = [make_backend(dict(b)) for b in config.backends]  # refused before a db exists
     engine = Engine(db or config.db, refresh_scale=config.refresh_scale)
     try:
         for path in config.lifecycles:
             engine.register(Lifecycle(load_definition(path)))
-        backends = [make_backend(dict(b)) for b in config.backends]
         metrics = Metrics(engine) if metrics_port is not None else None
         listeners: list[WorkerListener] = [m for m in (metrics,) if m is not None]
         if lease_audit is not None:

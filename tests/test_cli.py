@@ -140,7 +140,7 @@ def test_lint_reports_each_file_and_fails_if_any_fails(tmp_path: Path) -> None:
     assert code == 1
     files = {Path(f["file"]).name: f for f in json.loads(out)["files"]}
     assert files["service.yaml"]["ok"] is True
-    assert "not valid YAML/JSON" in files["bad.json"]["problems"][0]
+    assert "not valid JSON" in files["bad.json"]["problems"][0]
     assert "cannot read" in files["missing.yaml"]["problems"][0]
 
 

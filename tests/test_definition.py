@@ -388,11 +388,11 @@ def test_load_definition_reports_unreadable_and_invalid_files(tmp_path: Path) ->
         load_definition(tmp_path / "missing.yaml")
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("name: [unclosed\n", encoding="utf-8")
-    with pytest.raises(DefinitionError, match="not valid YAML/JSON"):
+    with pytest.raises(DefinitionError, match=r"not valid (YAML|JSON)"):
         load_definition(bad_yaml)
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{'name': 'single quotes'}", encoding="utf-8")
-    with pytest.raises(DefinitionError, match="not valid YAML/JSON"):
+    with pytest.raises(DefinitionError, match=r"not valid (YAML|JSON)"):
         load_definition(bad_json)
     assert check_definition(bad_json) and check_definition(tmp_path / "missing.yaml")
 

@@ -12,9 +12,10 @@ import pytest
 
 from backends.base import CommandFailed
 from backends.local import LocalProcessBackend
-from backends.local.process import identify, is_alive
+from backends.local.process import start_ticks
 from fsm import Engine
 from fsm.worker import Worker
+from tests.local_support import alive, local_rig
 
 
 def demo_argv(mode: str, *extra: str) -> list[str]:
@@ -34,14 +35,8 @@ def demo_argv(mode: str, *extra: str) -> list[str]:
 
 @pytest.fixture
 def local(tmp_path: Path) -> Iterator[tuple[Engine, Worker, LocalProcessBackend]]:
-    engine = Engine(f"sqlite:///{tmp_path}/local.db", refresh_scale=0.05)
-    backend = LocalProcessBackend(tmp_path / "procs", grace=2.0)
-    worker = Worker(engine, [backend])
-    yield engine, worker, backend
-    for entity in engine.list_entities():
-        backend.release(entity, engine.clock())
-    backend.close()
-    engine.close()
+    with local_rig(tmp_path) as rig:
+        yield rig
 
 
 def start(
@@ -72,9 +67,8 @@ def until(
     raise AssertionError(f"{entity_id} still {engine.get(entity_id).state}")
 
 
-def pid_of(engine: Engine, entity_id: str) -> tuple[int, int]:
-    data = engine.get(entity_id).data
-    return int(data["pid"]), int(data["start_ticks"])
+def pid_of(engine: Engine, entity_id: str) -> int:
+    return int(engine.get(entity_id).data["pid"])
 
 
 def test_healthy_service_then_stop_kills_the_process(local) -> None:  # type: ignore[no-untyped-def]
@@ -82,11 +76,11 @@ def test_healthy_service_then_stop_kills_the_process(local) -> None:  # type: ig
     sid = start(worker, engine, demo_argv("healthy"))
     assert engine.get(sid).state == "STARTING"
     assert until(worker, engine, sid, {"HEALTHY"}) == "HEALTHY"
-    ref = identify(pid_of(engine, sid)[0])
-    assert ref is not None and is_alive(ref)
+    pid = pid_of(engine, sid)
+    assert alive(pid)
     worker.command(sid, "stop")
     assert engine.get(sid).state == "STOPPED"
-    assert not is_alive(ref)
+    assert not alive(pid)
     assert [t.event for t in engine.history(sid)] == ["job_running", "ping_ok", "stop"]
 
 
@@ -108,9 +102,9 @@ def test_exiting_by_itself_with_zero_is_still_failed(local) -> None:  # type: ig
 def test_silent_service_times_out_and_is_terminated(local) -> None:  # type: ignore[no-untyped-def]
     engine, worker, _ = local
     sid = start(worker, engine, demo_argv("silent"), limit=2)
-    ref = identify(pid_of(engine, sid)[0])
+    pid = pid_of(engine, sid)
     assert until(worker, engine, sid, {"TIMEOUT"}) == "TIMEOUT"
-    assert ref is not None and not is_alive(ref)  # released: nothing keeps running
+    assert not alive(pid)  # released: nothing keeps running
 
 
 def test_a_restarted_engine_reattaches(tmp_path: Path, local) -> None:  # type: ignore[no-untyped-def]
@@ -129,17 +123,14 @@ def test_a_restarted_engine_reattaches(tmp_path: Path, local) -> None:  # type: 
     engine2.close()
 
 
-def test_a_recycled_pid_is_never_mistaken_for_ours(local) -> None:  # type: ignore[no-untyped-def]
+def test_a_pid_in_entity_data_is_never_taken_for_ours(local) -> None:  # type: ignore[no-untyped-def]
     engine, worker, backend = local
-    me = identify(os.getpid())
-    assert me is not None
-    impostor = engine.create(
-        "service", {"pid": me.pid, "start_ticks": me.start_ticks + 1, "port": 1}
-    )
+    me = os.getpid()
+    impostor = engine.create("service", {"pid": me, "start_ticks": start_ticks(me), "port": 1})
     [observation] = backend.observe([engine.get(impostor.id)], engine.clock())
-    assert observation.events == ("job_failed",)
+    assert observation.events == ()  # never submitted: nothing runs for it
     worker.command(impostor.id, "stop")  # must not signal this test process
-    assert is_alive(me)
+    assert alive(me)
 
 
 @pytest.mark.parametrize(

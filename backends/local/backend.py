@@ -1,16 +1,21 @@
 """Services as local processes: the embedded default backend (no cluster, no cloud).
 
 `submit` starts the service (an argv list, never a shell string) in its own session through the
-exit-code shim; `observe` checks that the recorded process (pid + start time) still lives and
-pings its health check; `stop` sends SIGTERM to the group, then SIGKILL after a grace period.
+exit-code shim and keeps the backend's own record of it in the private state directory; the
+record, never the entity's data, says which process is ours (see `backends.local.process`).
+`observe` checks that process and pings its health check; `stop` and `release` send SIGTERM to
+its group, then SIGKILL after a grace period, and return only once nothing of ours is left.
 A process that ends without being stopped has failed, whatever its exit code.
+
+Environment values given to `submit` go to the process and nowhere else: neither the entity's
+data, nor the transition's payload, nor the backend's record keep them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
+import secrets
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -20,59 +25,28 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import Backend, CommandFailed, CommandResult
+from backends.local import shim as shim_module
 from backends.local.health import free_port, http_ok, tcp_ok
-from backends.local.process import ProcessRef, identify, is_alive, terminate
+from backends.local.process import (
+    KILL_WAIT,
+    NONCE_VAR,
+    ProcessRef,
+    StillRunning,
+    boot_id,
+    find_by_nonce,
+    leader_alive,
+    start_ticks,
+    terminate,
+)
+from backends.local.settings import LocalSettings
+from backends.local.spec import SpecError, public_spec, validate_spec
+from backends.local.state import StateDir, StateDirError, entity_key
 from fsm import Entity
 from fsm.observation import FailureKind, Observation
+from fsm.redaction import redact
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PATH = re.compile(r"^/[^\0]*$")
-
-
-class SpecError(ValueError):
-    """A process spec that cannot be started safely; lists every problem."""
-
-
-def validate_spec(raw: Any) -> dict[str, Any]:
-    """Check a process spec: {argv: [str], env: {NAME: str}, cwd: str, health: {...}, port}."""
-    problems: list[str] = []
-    if not isinstance(raw, Mapping):
-        raise SpecError("the process spec must be a mapping with at least 'argv'")
-    argv = raw.get("argv")
-    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-        problems.append("argv must be a non-empty list of strings (no shell string)")
-    elif any("\0" in a for a in argv):
-        problems.append("argv must not contain NUL characters")
-    env = raw.get("env", {})
-    if not isinstance(env, Mapping) or not all(
-        isinstance(k, str) and _ENV_NAME.match(k) and isinstance(v, str) and "\0" not in v
-        for k, v in env.items()
-    ):
-        problems.append("env must map identifier-like names to strings")
-    cwd = raw.get("cwd")
-    if cwd is not None and not (isinstance(cwd, str) and _PATH.match(cwd)):
-        problems.append("cwd must be an absolute path")
-    health = raw.get("health", {"tcp": True})
-    if not isinstance(health, Mapping) or not (
-        (isinstance(health.get("http"), str) and health["http"].startswith("/"))
-        or health.get("tcp") is True
-    ):
-        problems.append("health must be {http: '/path'} or {tcp: true}")
-    port = raw.get("port")
-    if port is not None and not (isinstance(port, int) and 0 < port < 65536):
-        problems.append("port must be a TCP port number, or absent to pick a free one")
-    unknown = set(raw) - {"argv", "env", "cwd", "health", "port"}
-    if unknown:
-        problems.append(f"unknown keys: {sorted(unknown)}")
-    if problems:
-        raise SpecError("; ".join(problems))
-    return {
-        "argv": list(argv or []),
-        "env": dict(env),
-        "cwd": cwd,
-        "health": dict(health),
-        "port": port,
-    }
+#: states in which a service may be started: nothing of it runs yet
+STARTABLE = frozenset({"SUBMITTED", "PENDING"})
 
 
 class LocalProcessBackend(Backend):
@@ -91,28 +65,72 @@ class LocalProcessBackend(Backend):
         ping_timeout: float = 1.0,
         host: str = "127.0.0.1",
     ) -> None:
-        base = Path(state_dir) if state_dir else Path.home() / ".cache" / "fsm" / "local"
-        self.state_dir = base
-        self.grace = grace
-        self.ping_timeout = ping_timeout
-        self.host = host
+        config: dict[str, Any] = {"grace": grace, "ping_timeout": ping_timeout, "host": host}
+        if state_dir is not None:
+            config["state_dir"] = str(state_dir)
+        settings = LocalSettings.from_config(config)
+        self.state_dir = settings.state_dir
+        self.grace = settings.grace
+        # a stop or a release waits `grace` for SIGTERM, then up to KILL_WAIT after SIGKILL:
+        # the worker bounds those calls (a little above that)
+        self.command_timeout = self.release_timeout = self.grace + KILL_WAIT + 3.0
+        self.ping_timeout = settings.ping_timeout
+        self.host = settings.host
+        self.files = StateDir(settings.state_dir)
+        self._machine = (socket.gethostname(), boot_id())
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsm-ping")
 
     @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
+        """Refuse bad settings when the config is loaded, before anything starts."""
+        LocalSettings.from_config(config)
+
+    @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LocalProcessBackend:
-        allowed = {"state_dir", "grace", "ping_timeout", "host"}
-        unknown = set(config) - allowed - {"kind", "lifecycles"}
-        if unknown:
-            raise ValueError(f"unknown local backend settings: {sorted(unknown)}")
-        return cls(**{k: v for k, v in config.items() if k in allowed})
+        s = LocalSettings.from_config(config)
+        return cls(s.state_dir, grace=s.grace, ping_timeout=s.ping_timeout, host=s.host)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.files.close()
 
-    def _files(self, entity_id: str) -> tuple[Path, Path]:
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", entity_id)[:60]
-        tag = hashlib.sha256(entity_id.encode()).hexdigest()[:8]
-        return self.state_dir / f"{safe}-{tag}.log", self.state_dir / f"{safe}-{tag}.status"
+    # -- the backend's own record of what it started ------------------------------------------
+
+    def _record(self, entity: Entity) -> tuple[str, dict[str, Any] | None]:
+        key = entity_key(entity.id, entity.created_at)
+        record = self.files.read_json(f"{key}.json")
+        if record is not None and record.get("entity_id") != entity.id:
+            record = None  # not the record of this entity: never act on it
+        return key, record
+
+    def _elsewhere(self, entity: Entity, record: Mapping[str, Any], command: str) -> str | None:
+        """Another machine's record (a state dir shared over the network): its processes are
+        not ours to judge or signal from here. Raises for a command; tells `observe` where."""
+        host, boot = record.get("host"), record.get("boot_id")
+        if boot is None or boot == self._machine[1] or host == self._machine[0]:
+            return None
+        where = f"the service runs on {str(host)[:100]!r}, not on this machine"
+        if command != "observe":
+            raise CommandFailed(command, entity.id, f"{where}: a worker there must {command} it")
+        return where
+
+    def _ref(self, key: str, record: Mapping[str, Any]) -> ProcessRef | None:
+        """Our shim as the record names it; after a submit that crashed before it recorded the
+        pid, found again by its nonce. None after a reboot: nothing started before it lives."""
+        nonce = record.get("nonce")
+        if record.get("boot_id") not in (None, self._machine[1]):
+            return None
+        if not isinstance(nonce, str) or not nonce:
+            return None
+        pid, ticks = record.get("pid"), record.get("start_ticks")
+        if isinstance(pid, int) and isinstance(ticks, int) and not isinstance(pid, bool):
+            return ProcessRef(pid, ticks, nonce)
+        found = find_by_nonce(nonce)
+        if found is not None:
+            self.files.write_json(
+                f"{key}.json", {**record, "pid": found.pid, "start_ticks": found.start_ticks}
+            )
+        return found
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -126,55 +144,121 @@ class LocalProcessBackend(Backend):
         return super().execute(entity, command, arguments, now)
 
     def _submit(self, entity: Entity, arguments: Mapping[str, Any], now: datetime) -> CommandResult:
-        if isinstance(entity.data.get("pid"), int):  # idempotent: already started
-            return CommandResult(events=("job_running",))
         try:
             spec = validate_spec(arguments.get("process", entity.data.get("process")))
         except SpecError as exc:
             raise CommandFailed("submit", entity.id, str(exc)) from exc
+        public = public_spec(spec)
+        key, record = self._record(entity)
+        if record is not None:
+            self._elsewhere(entity, record, "submit")
+            ref = self._ref(key, record)
+            if ref is not None and leader_alive(ref):  # idempotent: it already runs
+                return self._submitted(entity, key, record, ref, public)
+        if entity.state not in STARTABLE:
+            raise CommandFailed(
+                "submit", entity.id, f"a service in state {entity.state} cannot be started"
+            )
         port = spec["port"] or free_port(self.host)
-        argv = [a.replace("{port}", str(port)) for a in spec["argv"]]
-        log, status = self._files(entity.id)
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        status.unlink(missing_ok=True)
-        env = {**os.environ, **spec["env"], "PORT": str(port)}
-        with log.open("ab") as out:
-            try:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "backends.local.shim", str(status), "--", *argv],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=spec["cwd"],
-                    env=env,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise CommandFailed("submit", entity.id, f"cannot start: {exc}") from exc
-        ref = identify(proc.pid)
-        if ref is None:
-            raise CommandFailed("submit", entity.id, "the process ended before it was seen")
-        data = {
-            "process": spec,
-            "pid": ref.pid,
-            "start_ticks": ref.start_ticks,
+        nonce = secrets.token_hex(16)
+        record = {
+            "entity_id": entity.id,
+            "host": self._machine[0],
+            "boot_id": self._machine[1],
+            "nonce": nonce,
             "port": port,
-            "log": str(log),
-            "status_file": str(status),
-            "started_at": now.isoformat(),
+            "health": spec["health"],
+            "submitted_at": now.isoformat(),
         }
-        return CommandResult(data=data, events=("job_running",))
+        self.files.remove(f"{key}.status")
+        self.files.write_json(f"{key}.json", record)  # before the start: a crash can find it
+        ref = self._start(entity, key, spec, port, nonce)
+        record.update(pid=ref.pid, start_ticks=ref.start_ticks)
+        self.files.write_json(f"{key}.json", record)
+        return self._submitted(entity, key, record, ref, public)
+
+    def _start(
+        self, entity: Entity, key: str, spec: Mapping[str, Any], port: int, nonce: str
+    ) -> ProcessRef:
+        argv = [a.replace("{port}", str(port)) for a in spec["argv"]]
+        env = {**_inherited_env(), **spec["env"], "PORT": str(port), NONCE_VAR: nonce}
+        command = [sys.executable, "-I", shim_module.__file__, "--dir-fd", str(self.files.fd)]
+        command += ["--status", f"{key}.status", "--", *argv]
+        try:
+            log = self.files.open_log(f"{key}.log")
+        except (OSError, StateDirError) as exc:
+            raise CommandFailed("submit", entity.id, f"cannot open its log: {exc}") from exc
+        try:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=spec["cwd"],
+                env=env,
+                start_new_session=True,
+                pass_fds=(self.files.fd,),
+            )
+        except OSError as exc:
+            self.files.remove(f"{key}.json")
+            raise CommandFailed("submit", entity.id, f"cannot start: {exc.strerror}") from exc
+        finally:
+            os.close(log)
+        ticks = start_ticks(proc.pid)
+        if ticks is None:
+            raise CommandFailed("submit", entity.id, "the process ended before it was seen")
+        return ProcessRef(proc.pid, ticks, nonce)
+
+    def _submitted(
+        self,
+        entity: Entity,
+        key: str,
+        record: Mapping[str, Any],
+        ref: ProcessRef,
+        public: Mapping[str, Any],
+    ) -> CommandResult:
+        """What the history shows: for people to read, never what the backend acts on."""
+        data = {
+            "process": public,
+            "pid": ref.pid,
+            "port": record.get("port"),
+            "log": str(self.state_dir / f"{key}.log"),
+            "started_at": record.get("submitted_at"),
+        }
+        return CommandResult(
+            data=redact(data), events=("job_running",), payload={"process": redact(public)}
+        )
 
     def _stop(self, entity: Entity, now: datetime) -> CommandResult:
-        ref = _ref(entity)
-        killed = terminate(ref, self.grace) if ref is not None else False
+        key, record = self._record(entity)
+        if record is not None:
+            self._elsewhere(entity, record, "stop")
+        ref = self._ref(key, record) if record is not None else None
+        killed = self._end(entity, "stop", ref)
+        if record is not None:
+            self.files.write_json(f"{key}.json", {**record, "stopped_at": now.isoformat()})
         return CommandResult(data={"stopped_at": now.isoformat(), "killed": killed})
 
     def release(self, entity: Entity, now: datetime) -> None:
-        """A service that failed or timed out may still run (e.g. it never answered): end it."""
-        ref = _ref(entity)
-        if ref is not None:
-            terminate(ref, self.grace)
+        """A service that ended (failed, timed out, stopped) may still run: end what is ours.
+
+        Returns only once nothing of ours is left (then its record goes); raises
+        `CommandFailed` otherwise, and the worker retries. Idempotent."""
+        key, record = self._record(entity)
+        if record is None:
+            return  # we never started anything for it: nothing of ours to end
+        self._elsewhere(entity, record, "release")
+        self._end(entity, "release", self._ref(key, record))
+        self.files.remove(f"{key}.json")
+        self.files.remove(f"{key}.status")
+
+    def _end(self, entity: Entity, command: str, ref: ProcessRef | None) -> bool:
+        if ref is None:
+            return False
+        try:
+            return terminate(ref, self.grace)
+        except StillRunning as exc:
+            raise CommandFailed(command, entity.id, str(exc)) from exc
 
     # -- observing ---------------------------------------------------------------------------
 
@@ -182,41 +266,55 @@ class LocalProcessBackend(Backend):
         return list(self._pool.map(lambda e: self._observe_one(e, now), entities))
 
     def _observe_one(self, entity: Entity, now: datetime) -> Observation:
-        ref = _ref(entity)
-        if ref is None:
-            if "pid" in entity.data:
-                return Observation.failed(entity.id, FailureKind.GARBAGE, "bad pid in data")
-            return Observation(entity.id, observed_at=now)  # not submitted yet
-        if is_alive(ref):
-            ok = self._ping(entity)
+        key, record = self._record(entity)
+        if record is None:
+            if entity.state in STARTABLE:
+                return Observation(entity.id, observed_at=now)  # not submitted yet
+            # whatever the data says, this backend runs nothing for it
+            payload = {"reason": "no process of this backend for this service"}
+            return Observation(entity.id, ("job_failed",), payload, observed_at=now)
+        where = self._elsewhere(entity, record, "observe")
+        if where is not None:
+            return Observation.failed(entity.id, FailureKind.MISSING, where)
+        try:
+            ref = self._ref(key, record)
+        except OSError as exc:
+            return Observation.failed(entity.id, FailureKind.ERROR, f"state dir: {exc}")
+        if ref is not None and leader_alive(ref):
+            ok = self._ping(record)
             return Observation(
                 entity.id, ("job_running", "ping_ok" if ok else "ping_failed"), observed_at=now
             )
-        code = _exit_code(entity.data.get("status_file"))
+        code = _exit_code(self.files.read(f"{key}.status", limit=32))
+        if "stopped_at" in record:
+            return Observation(entity.id, ("job_cancelled",), {"exit_code": code}, observed_at=now)
         return Observation(entity.id, ("job_failed",), {"exit_code": code}, observed_at=now)
 
-    def _ping(self, entity: Entity) -> bool:
-        port = entity.data.get("port")
-        health = entity.data.get("process", {}).get("health", {"tcp": True})
-        if not isinstance(port, int):
+    def _ping(self, record: Mapping[str, Any]) -> bool:
+        port, health = record.get("port"), record.get("health")
+        if not isinstance(port, int) or not isinstance(health, Mapping):
             return False
         if isinstance(health.get("http"), str):
             return http_ok(self.host, port, health["http"], self.ping_timeout)
         return tcp_ok(self.host, port, self.ping_timeout)
 
 
-def _ref(entity: Entity) -> ProcessRef | None:
-    pid, ticks = entity.data.get("pid"), entity.data.get("start_ticks")
-    if isinstance(pid, int) and isinstance(ticks, int) and pid > 0:
-        return ProcessRef(pid, ticks)
-    return None
+#: the worker's own variables a service must not inherit: its database URL, and the secrets it
+#: was given to resolve references with (`$FSM_SECRET_NAME`, `$FSM_SECRETS_DIR`)
+_WORKER_ONLY = ("FSM_DB", "FSM_SECRET", NONCE_VAR)
 
 
-def _exit_code(path: Any) -> int | None:
+def _inherited_env() -> dict[str, str]:
+    """The worker's environment minus what is the worker's alone: a service gets the secrets
+    its own spec names (resolved for it), never every secret the worker holds."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_WORKER_ONLY)}
+
+
+def _exit_code(raw: bytes | None) -> int | None:
     """The code the shim recorded; None if it was killed before it could write one."""
-    if not isinstance(path, str):
+    if raw is None:
         return None
     try:
-        return int(Path(path).read_text().strip())
-    except (OSError, ValueError):
+        return int(raw.decode().strip())
+    except ValueError:
         return None
