@@ -7,160 +7,38 @@ database transaction, only if the entity is still at the version that was read.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import inspect
-
+from fsm import validation
 from fsm.clock import Clock, utc_now
 from fsm.context import EventContext
 from fsm.definition import MAX_SECONDS
-from fsm.errors import CallbackError, FsmError, InvalidEvent, UnknownLifecycle
+from fsm.errors import CallbackError, InvalidEvent, InvalidInput, UnknownLifecycle
 from fsm.events import BatchResult, Event, NewEntity, Outcome
 from fsm.lifecycle import HookFailed, Lifecycle
 from fsm.lifecycles import builtin_lifecycles
 from fsm.redaction import redact
+from fsm.staging import Head, StagedBatch, check_data, check_event
 from fsm.verify import Violation, verify_store
 from storage import (
     EntityNotFound,
     EntityRow,
-    EntityUpdate,
     StateCount,
     Store,
     TransitionRow,
     UnitOfWork,
     VersionConflict,
 )
-from storage.database import check_existing, redacted, resolve_url, translated
-from storage.errors import DatabaseCorrupt
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_SECONDS = 30.0
+MAX_REFRESH_SCALE = 1e6
 TransitionListener = Callable[[Sequence[TransitionRow]], None]
-
-
-class _Head:
-    """The working copy of one entity inside a batch; committed to the store at the end."""
-
-    __slots__ = (
-        "data",
-        "data_changed",
-        "deadline_at",
-        "definition_version",
-        "entered_at",
-        "next_refresh_at",
-        "row",
-        "seq",
-        "state",
-        "terminal",
-        "version",
-    )
-
-    def __init__(self, row: EntityRow) -> None:
-        self.row = row
-        self.state = row.state
-        self.version = row.version
-        self.seq = row.seq
-        self.entered_at = row.state_entered_at
-        self.deadline_at = row.deadline_at
-        self.next_refresh_at = row.next_refresh_at
-        self.terminal = row.terminal
-        self.definition_version = row.definition_version
-        self.data: dict[str, Any] = row.data
-        self.data_changed = False
-
-    def update(self, now: datetime) -> EntityUpdate:
-        return EntityUpdate(
-            id=self.row.id,
-            expected_version=self.row.version,
-            state=self.state,
-            terminal=self.terminal,
-            version=self.version,
-            seq=self.seq,
-            state_entered_at=self.entered_at,
-            deadline_at=self.deadline_at,
-            next_refresh_at=self.next_refresh_at,
-            updated_at=now,
-            definition_version=self.definition_version,
-            data=self.data if self.data_changed else None,
-        )
-
-
-def _check_json(value: Mapping[str, Any], what: str) -> None:
-    """Refuse what the database could not store, before anything is written."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise FsmError(f"{what} is not JSON-serialisable: {exc}") from exc
-
-
-def _aware(value: datetime, what: str) -> datetime:
-    if value.tzinfo is None:
-        raise FsmError(f"{what} must be timezone-aware, got {value!r}")
-    return value
-
-
-class StagedBatch:
-    """Events applied in memory to rows locked in one unit of work, written by `flush`."""
-
-    def __init__(
-        self, engine: Engine, uow: UnitOfWork, rows: Mapping[str, EntityRow], now: datetime
-    ) -> None:
-        self.engine = engine
-        self.uow = uow
-        self.rows = rows
-        self.now = now
-        self.heads: dict[str, _Head] = {}
-        self.transitions: list[TransitionRow] = []
-        self.used: set[Lifecycle] = set()
-
-    def head(self, entity_id: str) -> _Head | None:
-        head = self.heads.get(entity_id)
-        if head is None:
-            row = self.rows.get(entity_id)
-            if row is None:
-                return None
-            head = self.heads[entity_id] = _Head(row)
-        return head
-
-    def add(self, event: Event) -> Outcome:
-        head = self.head(event.entity_id)
-        if head is None:
-            return Outcome(event, error=EntityNotFound(event.entity_id))
-        try:
-            transition = self.engine._step(head, event, self.now)
-        except (FsmError, VersionConflict) as exc:
-            return Outcome(event, head.state, head.version, error=exc)
-        if transition is not None:
-            self.transitions.append(transition)
-        return Outcome(event, head.state, head.version, transition)
-
-    def merge_data(self, entity_id: str, data: Mapping[str, Any]) -> bool:
-        """Record data with no event (e.g. a tunnel was closed); True if anything changed."""
-        head = self.head(entity_id)
-        if head is None:
-            raise EntityNotFound(entity_id)
-        _check_json(data, "data")
-        merged = {**head.data, **data}
-        if merged == head.data:
-            return False
-        head.data = merged
-        head.data_changed = True
-        head.version += 1
-        return True
-
-    def flush(self) -> None:
-        """Write every changed head and the staged transitions (still inside the transaction)."""
-        heads = self.heads.values()
-        changed = [h.update(self.now) for h in heads if h.version != h.row.version]
-        self.used = {self.engine.lifecycles[h.row.lifecycle] for h in heads if h.seq != h.row.seq}
-        self.engine._store_definitions(self.uow, self.used, self.now)
-        self.uow.write(changed, self.transitions)
 
 
 class Engine:
@@ -176,8 +54,8 @@ class Engine:
         refresh_scale: float = 1.0,
         migrate: bool = True,
     ) -> None:
-        if refresh_scale <= 0 or default_refresh <= 0:
-            raise FsmError("default_refresh and refresh_scale must be positive")
+        validation.seconds(default_refresh, "default_refresh", positive=True)
+        validation.finite_number(refresh_scale, "refresh_scale", above=0, maximum=MAX_REFRESH_SCALE)
         self.store = store if isinstance(store, Store) else Store(store)
         if migrate:
             self.store.migrate()
@@ -192,16 +70,10 @@ class Engine:
 
     @classmethod
     def open_existing(cls, db: str | None = None, **options: Any) -> Engine:
-        """An engine on an existing fsm database: nothing is created, migrated or written to
-        open it (for readers such as `fsm status`, `fsm watch`)."""
-        url = resolve_url(db)
-        check_existing(url)
-        store = Store(url)
+        """An engine on an existing fsm database: nothing is created, migrated, written or
+        locked to open it (for readers such as `fsm status`, `fsm watch`)."""
+        store = Store.open_existing(db)
         try:
-            with translated(url), store.engine.connect() as conn:
-                has_schema = inspect(conn).has_table("entity")
-            if not has_schema:
-                raise DatabaseCorrupt(f"{redacted(url)} is not an fsm database (no entity table)")
             return cls(store, migrate=False, **options)
         except BaseException:
             store.close()
@@ -211,13 +83,19 @@ class Engine:
 
     def register(self, lifecycle: Lifecycle) -> None:
         """Add (or replace) a lifecycle; entities keep their history under the old version."""
+        if not isinstance(lifecycle, Lifecycle):
+            raise InvalidInput("lifecycle", f"must be a Lifecycle, not {type(lifecycle).__name__}")
         self.lifecycles[lifecycle.name] = lifecycle
 
     def lifecycle(self, name: str) -> Lifecycle:
-        try:
-            return self.lifecycles[name]
-        except KeyError:
-            raise UnknownLifecycle(name, sorted(self.lifecycles)) from None
+        found = self.lifecycles.get(name) if isinstance(name, str) else None
+        if found is None:
+            raise UnknownLifecycle(str(name), sorted(self.lifecycles))
+        return found
+
+    def now(self) -> datetime:
+        """The engine's clock, checked: a naive or absurd time would corrupt every deadline."""
+        return validation.aware_time(self.clock(), "clock()")
 
     def subscribe(self, listener: TransitionListener) -> None:
         """Call `listener` with the transitions of every committed write (errors are logged)."""
@@ -245,23 +123,21 @@ class Engine:
         parent_id: str | None = None,
     ) -> EntityRow:
         """Create one entity in its lifecycle's initial state."""
-        return self.create_many([NewEntity(lifecycle, data or {}, id, parent_id)])[0]
+        return self.create_many([NewEntity(lifecycle, {} if data is None else data, id, parent_id)])[0]
 
     def create_many(self, items: Iterable[NewEntity]) -> list[EntityRow]:
         """Create entities in one transaction: all of them, or (on any error) none."""
-        now = self.clock()
+        now = self.now()
         rows: list[EntityRow] = []
         used: dict[str, Lifecycle] = {}
         for item in items:
+            if not isinstance(item, NewEntity):
+                raise InvalidInput("item", f"must be an fsm.NewEntity, not {type(item).__name__}")
             lifecycle = used[item.lifecycle] = self.lifecycle(item.lifecycle)
-            data = dict(item.data or {})
-            _check_json(data, "entity data")
+            data = check_data({} if item.data is None else item.data, "entity data")
             entity_id = item.id if item.id is not None else uuid.uuid4().hex
-            if not isinstance(entity_id, str) or not entity_id or len(entity_id) > 200:
-                raise FsmError(
-                    f"entity id must be a non-empty string of at most 200 characters, "
-                    f"got {entity_id!r}"
-                )
+            validation.text(entity_id, "entity id")
+            validation.optional_text(item.parent_id, "parent_id")
             state = lifecycle.initial
             rows.append(
                 EntityRow(
@@ -315,11 +191,23 @@ class Engine:
         its outcome and leaves its entity as the previous events left it; the others commit.
         A database failure raises and commits nothing.
         """
+        if not isinstance(events, (list, tuple)):
+            raise InvalidInput("events", f"must be a list of Event, not {type(events).__name__}")
         if not events:
             return BatchResult(())
+        checked: list[Event | InvalidInput] = []
+        for event in events:
+            try:
+                checked.append(check_event(event))
+            except InvalidInput as exc:
+                checked.append(exc)
+        ids = [c.entity_id for c in checked if isinstance(c, Event)]
         with self.store.transaction() as uow:
-            batch = self.stage(uow, uow.lock_entities(e.entity_id for e in events))
-            outcomes = tuple(batch.add(event) for event in events)
+            batch = self.stage(uow, uow.lock_entities(ids))
+            outcomes = tuple(
+                Outcome(e, error=c) if isinstance(c, InvalidInput) else batch.add_checked(e, c)
+                for e, c in zip(events, checked, strict=True)
+            )
             batch.flush()
         self.committed(batch)
         return BatchResult(outcomes)
@@ -328,7 +216,7 @@ class Engine:
         """Start staging events on rows already read (and locked) in `uow`; for runtimes that
         must write their own bookkeeping in the same transaction. Call `flush()` before the
         transaction ends and `committed()` after it commits."""
-        return StagedBatch(self, uow, rows, self.clock())
+        return StagedBatch(self, uow, rows, self.now())
 
     def committed(self, batch: StagedBatch) -> None:
         """Tell the engine a staged batch's transaction committed (caches, listeners)."""
@@ -336,8 +224,9 @@ class Engine:
         if batch.transitions:
             self._publish(batch.transitions)
 
-    def _step(self, head: _Head, event: Event, now: datetime) -> TransitionRow | None:
-        """Decide and stage one event on `head`; raise (leaving `head` untouched) if it fails."""
+    def _step(self, head: Head, event: Event, now: datetime) -> TransitionRow | None:
+        """Decide and stage one checked event on `head`; raise (leaving `head` untouched) if it
+        fails."""
         row = head.row
         if event.expected_version is not None and event.expected_version != head.version:
             raise VersionConflict(row.id, event.expected_version, head.version)
@@ -347,11 +236,7 @@ class Engine:
         if candidates is None:
             raise InvalidEvent(row.id, row.lifecycle, state, event.name, lifecycle.allowed[state])
         payload = event.payload or {}
-        if payload:
-            _check_json(payload, f"payload of {event.name!r}")
-        if event.data:
-            _check_json(event.data, f"data of {event.name!r}")
-        observed = _aware(event.observed_at, "observed_at") if event.observed_at else now
+        observed = event.observed_at or now
 
         def context() -> EventContext:
             return EventContext(
@@ -379,13 +264,8 @@ class Engine:
         except HookFailed as failed:
             raise CallbackError(row.id, event.name, failed.name, failed.cause) from failed.cause
 
-        if event.data:
-            merged = {**head.data, **event.data}
-            if merged != head.data:
-                head.data = merged
-                head.data_changed = True
-                if dest == state:
-                    head.version += 1
+        if event.data and head.merge(event.data) and dest == state:
+            head.version += 1
         if dest == state:
             return None
         entered = observed if observed > head.entered_at else head.entered_at
@@ -434,7 +314,7 @@ class Engine:
         """Seconds between two observations of an entity in `state` (scaled by refresh_scale)."""
         every = self.lifecycle(lifecycle).states[state].refresh
         base = every if every is not None else self.default_refresh.total_seconds()
-        return base * self.refresh_scale
+        return min(base * self.refresh_scale, MAX_SECONDS)
 
     def _next_refresh(self, lifecycle: Lifecycle, state: str, now: datetime) -> datetime:
         return now + timedelta(seconds=self.refresh_interval(lifecycle.name, state))
@@ -449,7 +329,7 @@ class Engine:
     # -- reading -----------------------------------------------------------------------------
 
     def get(self, entity_id: str) -> EntityRow:
-        row = self.store.get_entity(entity_id)
+        row = self.store.get_entity(validation.text(entity_id, "entity_id"))
         if row is None:
             raise EntityNotFound(entity_id)
         return row
@@ -463,6 +343,15 @@ class Engine:
         limit: int | None = None,
         after_id: str | None = None,
     ) -> list[EntityRow]:
+        for name, value in (
+            ("lifecycle", lifecycle),
+            ("state", state),
+            ("parent_id", parent_id),
+            ("after_id", after_id),
+        ):
+            validation.optional_text(value, name)
+        if limit is not None:
+            validation.count(limit, "limit")
         return self.store.list_entities(
             lifecycle=lifecycle, state=state, parent_id=parent_id, limit=limit, after_id=after_id
         )
@@ -477,7 +366,7 @@ class Engine:
 
     def state_at(self, entity_id: str, when: datetime) -> str | None:
         """The entity's state at `when` (None before it was created)."""
-        _aware(when, "when")
+        validation.aware_time(when, "when")
         entity = self.get(entity_id)
         if when < entity.created_at:
             return None

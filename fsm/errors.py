@@ -22,6 +22,7 @@ __all__ = [
     "EntityNotFound",
     "FsmError",
     "InvalidEvent",
+    "InvalidInput",
     "StorageError",
     "UnknownLifecycle",
     "VersionConflict",
@@ -40,6 +41,16 @@ class DefinitionError(FsmError, ValueError):
         self.problems = tuple(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"lifecycle {name!r} has {len(self.problems)} problem(s):\n{lines}")
+
+
+class InvalidInput(FsmError, ValueError):
+    """A value given to the engine is not one it can store (wrong type, too long, too deep, out of
+    range, not JSON); nothing was written. `field` names it, e.g. `payload.job.id`."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field} {problem}")
 
 
 class UnknownLifecycle(FsmError, LookupError):

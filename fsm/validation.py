@@ -1,0 +1,250 @@
+"""Field validators for everything that enters the engine or the store.
+
+One set of limits for SQLite and PostgreSQL, checked before anything is written, so a bad value
+is a typed `InvalidInput` naming the field, never a driver error, a `RecursionError` or a half
+written batch. Every function returns the value it accepted (or a plain copy of it) and raises
+`InvalidInput` otherwise; messages never repeat a long or secret-looking value in full.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from fsm.definition import MAX_SECONDS
+from fsm.errors import InvalidInput
+
+__all__ = [
+    "EARLIEST",
+    "LATEST",
+    "MAX_INT",
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_SECONDS",
+    "MAX_TEXT",
+    "aware_time",
+    "count",
+    "finite_number",
+    "json_mapping",
+    "json_value",
+    "optional_text",
+    "seconds",
+    "text",
+]
+
+MAX_TEXT = 200
+"""Ids, lifecycle, event and command names, sources: the width of their columns."""
+MAX_JSON_DEPTH = 32
+"""Nesting of payloads, entity data and command arguments (containers inside containers)."""
+MAX_JSON_BYTES = 1_000_000
+"""Size of one payload, data or arguments mapping as JSON text (characters)."""
+MAX_INT = 2**63 - 1
+"""Integers in JSON stay within 64 bits: what every JSON reader can hold, and cheap to print."""
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+"""Times are accepted in [EARLIEST, LATEST): a deadline or a backoff (at most ten years)
+added to any of them still fits in a `datetime` and in both databases."""
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A short description of a refused value: its type and length, a prefix only if short."""
+    if isinstance(value, str):
+        if len(value) <= limit and value.isprintable():
+            return repr(value)
+        return f"a string of {len(value)} characters"
+    return type(value).__name__
+
+
+def _text_problem(value: str, max_length: int, *, nul: bool = False) -> str | None:
+    """Why `value` cannot be stored as text; NUL is allowed (`nul`) only inside JSON, where it
+    is escaped (a PostgreSQL text column refuses it)."""
+    if len(value) > max_length:
+        return f"longer than {max_length} characters ({len(value)})"
+    if not nul and "\x00" in value:
+        return "contains a NUL character"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid Unicode (lone surrogate)"
+    return None
+
+
+def text(value: object, field: str, *, max_length: int = MAX_TEXT, empty: bool = False) -> str:
+    """A string of at most `max_length` characters, without NUL, encodable as UTF-8."""
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"must be a string, not {_shown(value)}")
+    if not value and not empty:
+        raise InvalidInput(field, "must not be empty")
+    problem = _text_problem(value, max_length)
+    if problem is not None:
+        raise InvalidInput(field, problem)
+    return value
+
+
+def optional_text(value: object, field: str, *, max_length: int = MAX_TEXT) -> str | None:
+    return None if value is None else text(value, field, max_length=max_length)
+
+
+def finite_number(
+    value: object,
+    field: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+) -> float:
+    """A real, finite number (not a bool) within the bounds; `above` is an exclusive minimum."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput(field, f"must be a number, not {_shown(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(field, f"must be finite, not {value}")
+    if above is not None and not value > above:
+        raise InvalidInput(field, f"must be greater than {above:g}, not {value:g}")
+    if minimum is not None and value < minimum:
+        raise InvalidInput(field, f"must be at least {minimum:g}, not {value:g}")
+    if maximum is not None and value > maximum:  # big ints compare exactly, never converted
+        raise InvalidInput(field, f"must be at most {maximum:g}, not {value:g}")
+    return float(value)
+
+
+def seconds(value: object, field: str, *, positive: bool = False) -> float:
+    """A duration in seconds: finite, not negative (or > 0), at most ten years."""
+    if positive:
+        return finite_number(value, field, above=0, maximum=MAX_SECONDS)
+    return finite_number(value, field, minimum=0, maximum=MAX_SECONDS)
+
+
+def count(value: object, field: str, *, minimum: int = 0, maximum: int = MAX_INT) -> int:
+    """An integer (not a bool) in [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, f"must be an integer, not {_shown(value)}")
+    if not minimum <= value <= maximum:
+        raise InvalidInput(field, f"must be between {minimum} and {maximum}")
+    return value
+
+
+def aware_time(value: object, field: str) -> datetime:
+    """A timezone-aware datetime within [EARLIEST, LATEST)."""
+    if not isinstance(value, datetime):
+        raise InvalidInput(field, f"must be a datetime, not {_shown(value)}")
+    offset = value.utcoffset()
+    if offset is None:
+        raise InvalidInput(field, f"must be timezone-aware, got {value!r}")
+    try:
+        in_range = EARLIEST <= value < LATEST
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise InvalidInput(
+            field, f"must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}, not {value}"
+        )
+    return value
+
+
+class _Bad(Exception):
+    """A refused JSON value; `where` collects the path (innermost first) as it propagates."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        self.where: list[str] = []
+
+    def error(self, field: str) -> InvalidInput:
+        path = "".join(reversed(self.where))
+        if len(path) > 60:
+            path = f"{path[:30]}...{path[-25:]}"
+        return InvalidInput(f"{field}{path}", self.problem)
+
+
+def _walk(value: Any, depth: int, max_depth: int) -> Any:
+    """A plain copy of a JSON value: types, finite numbers, string keys, text, depth."""
+    if isinstance(value, str):
+        problem = _text_problem(value, MAX_JSON_BYTES, nul=True)
+        if problem is not None:
+            raise _Bad(problem)
+        return value
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not -MAX_INT - 1 <= value <= MAX_INT:
+            raise _Bad("is an integer beyond 64 bits")
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Bad(f"must be a finite number, not {value}")
+        return float(value)
+    if depth >= max_depth:
+        raise _Bad(f"is nested deeper than {max_depth} levels")
+    if isinstance(value, Mapping):
+        return _walk_mapping(value, depth + 1, max_depth)
+    if isinstance(value, (list, tuple)):
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(_walk(item, depth + 1, max_depth))
+            except _Bad as bad:
+                bad.where.append(f"[{i}]")
+                raise
+        return out
+    raise _Bad(f"is a {type(value).__name__}, which JSON cannot hold")
+
+
+def _walk_mapping(value: Mapping[Any, Any], depth: int, max_depth: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise _Bad(f"has a key that is not a string ({_shown(key)})")
+        problem = _text_problem(key, MAX_JSON_BYTES, nul=True)
+        if problem is not None:
+            raise _Bad(f"has a key that {problem}")
+        try:
+            out[key] = _walk(item, depth, max_depth)
+        except _Bad as bad:
+            bad.where.append(f".{key}" if len(key) <= 40 and key.isprintable() else ".<key>")
+            raise
+    return out
+
+
+def json_value(
+    value: object,
+    field: str,
+    *,
+    max_depth: int = MAX_JSON_DEPTH,
+    max_bytes: int = MAX_JSON_BYTES,
+) -> Any:
+    """A plain copy (dicts, lists, str, int, float, bool, None) of a JSON-able value."""
+    try:
+        plain = _walk(value, 0, max_depth)
+    except _Bad as bad:
+        raise bad.error(field) from None
+    _size(plain, field, max_bytes)
+    return plain
+
+
+def json_mapping(
+    value: object,
+    field: str,
+    *,
+    max_depth: int = MAX_JSON_DEPTH,
+    max_bytes: int = MAX_JSON_BYTES,
+) -> dict[str, Any]:
+    """A plain dict copy of a mapping with string keys whose values are JSON (see json_value)."""
+    if not isinstance(value, Mapping):
+        raise InvalidInput(field, f"must be a mapping, not {_shown(value)}")
+    try:
+        plain = _walk_mapping(value, 0, max_depth)
+    except _Bad as bad:
+        raise bad.error(field) from None
+    _size(plain, field, max_bytes)
+    return plain
+
+
+def _size(plain: Any, field: str, max_bytes: int) -> None:
+    if not plain:
+        return
+    size = len(json.dumps(plain, allow_nan=False))
+    if size > max_bytes:
+        raise InvalidInput(field, f"is {size} characters as JSON, more than {max_bytes}")
