@@ -11,6 +11,7 @@ from fsm.engine import Engine
 from fsm.errors import (
     CallbackError,
     DatabaseCorrupt,
+    DatabaseFull,
     DatabaseUnavailable,
     DefinitionError,
     DuplicateEntity,
@@ -39,6 +40,7 @@ __all__ = [
     "CallbackError",
     "Clock",
     "DatabaseCorrupt",
+    "DatabaseFull",
     "DatabaseUnavailable",
     "Definition",
     "DefinitionError",

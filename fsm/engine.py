@@ -25,6 +25,7 @@ from fsm.redaction import redact
 from fsm.staging import Head, StagedBatch, check_data, check_event
 from fsm.verify import Violation, verify_store
 from storage import (
+    DatabaseFull,
     EntityNotFound,
     EntityRow,
     StateCount,
@@ -123,7 +124,9 @@ class Engine:
         parent_id: str | None = None,
     ) -> EntityRow:
         """Create one entity in its lifecycle's initial state."""
-        return self.create_many([NewEntity(lifecycle, {} if data is None else data, id, parent_id)])[0]
+        return self.create_many(
+            [NewEntity(lifecycle, {} if data is None else data, id, parent_id)]
+        )[0]
 
     def create_many(self, items: Iterable[NewEntity]) -> list[EntityRow]:
         """Create entities in one transaction: all of them, or (on any error) none."""
@@ -157,9 +160,15 @@ class Engine:
                     parent_id=item.parent_id,
                 )
             )
-        with self.store.transaction() as uow:
-            self._store_definitions(uow, used.values(), now)
-            uow.insert_entities(rows)
+        for attempt in (1, 2):  # see apply
+            try:
+                with self.store.transaction() as uow:
+                    self._store_definitions(uow, used.values(), now)
+                    uow.insert_entities(rows)
+                break
+            except DatabaseFull:
+                if attempt == 2:
+                    raise
         self._stored_versions.update((lc.name, lc.version) for lc in used.values())
         return rows
 
@@ -202,13 +211,21 @@ class Engine:
             except InvalidInput as exc:
                 checked.append(exc)
         ids = [c.entity_id for c in checked if isinstance(c, Event)]
-        with self.store.transaction() as uow:
-            batch = self.stage(uow, uow.lock_entities(ids))
-            outcomes = tuple(
-                Outcome(e, error=c) if isinstance(c, InvalidInput) else batch.add_checked(e, c)
-                for e, c in zip(events, checked, strict=True)
-            )
-            batch.flush()
+        for attempt in (1, 2):  # a full disk: the store gave the log's space back, try again
+            try:
+                with self.store.transaction() as uow:
+                    batch = self.stage(uow, uow.lock_entities(ids))
+                    outcomes = tuple(
+                        Outcome(e, error=c)
+                        if isinstance(c, InvalidInput)
+                        else batch.add_checked(e, c)
+                        for e, c in zip(events, checked, strict=True)
+                    )
+                    batch.flush()
+                break
+            except DatabaseFull:
+                if attempt == 2:
+                    raise
         self.committed(batch)
         return BatchResult(outcomes)
 

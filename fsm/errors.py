@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from storage.errors import (
     DatabaseCorrupt,
+    DatabaseFull,
     DatabaseUnavailable,
     DuplicateEntity,
     EntityNotFound,
@@ -16,6 +17,7 @@ from storage.errors import (
 __all__ = [
     "CallbackError",
     "DatabaseCorrupt",
+    "DatabaseFull",
     "DatabaseUnavailable",
     "DefinitionError",
     "DuplicateEntity",

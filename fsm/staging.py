@@ -62,7 +62,8 @@ def check_event(event: object) -> Event:
     if observed_at is not None:
         validation.aware_time(observed_at, "observed_at")
     if expected_version is not None:
-        validation.count(expected_version, "expected_version", minimum=1)
+        # any integer: one the entity never had is simply a conflict
+        validation.count(expected_version, "expected_version", minimum=-validation.MAX_INT)
     return Event(entity_id, name, payload, source, observed_at, expected_version, data)
 
 

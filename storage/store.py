@@ -20,6 +20,7 @@ from storage.database import (
     open_engine,
     redacted,
     resolve_url,
+    sqlite_path,
     translate,
     translated,
 )
@@ -33,6 +34,8 @@ from storage.errors import (
 from storage.hotsql import HotSql
 from storage.records import EntityRow, EntityUpdate, StateCount, TransitionRow
 from storage.tables import definition_table, entity_table, transition_table
+from storage.wal_space import WalSpace
+from storage.wal_space import disk_full as _disk_full
 
 _LOCK_CHUNK = 500
 
@@ -222,6 +225,8 @@ class Store:
         self._local = threading.local()
         self._writers: weakref.WeakSet[_WriterSlot] = weakref.WeakSet()
         self._writers_lock = threading.Lock()
+        path = sqlite_path(self.url) if self.dialect == "sqlite" and not read_only else None
+        self._space = WalSpace(path) if path is not None else None
 
     @classmethod
     def open_existing(cls, url: str | None = None) -> Store:
@@ -268,14 +273,20 @@ class Store:
                     yield UnitOfWork(conn, self._hot, lock_rows=True)
                 return
             conn = self._writer()
+            if self._space is not None:
+                self._space.before_write(conn)
             try:
                 with conn.begin():
                     yield UnitOfWork(conn, self._hot, lock_rows=False)
-            except BaseException:
+            except BaseException as exc:
                 if conn.invalidated:
                     self._local.writer = None
                     conn.close()
+                elif self._space is not None and _disk_full(exc):
+                    self._space.filled(conn)
                 raise
+            if self._space is not None:
+                self._space.after_write(conn)
         except SQLAlchemyError as exc:
             raise translate(exc, self.url) from exc
 
