@@ -28,6 +28,7 @@ from storage import database
 
 __all__ = [
     "REDACTED",
+    "REF_KEY",
     "RedactionPolicy",
     "add_secret_keys",
     "add_secret_pattern",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 REDACTED = "***"
+REF_KEY = "$secret"
+"""`{"$secret": "NAME"}` is a reference to a secret (see `fsm.secret_refs`), not a secret."""
 
 _WORDS = frozenset(
     {
@@ -159,9 +162,19 @@ def _words(key: str) -> list[str]:
     return [w.lower() for w in _SPLIT.split(_CAMEL.sub("_", key)) if w]
 
 
+_REF_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def _is_ref(value: Mapping[Any, Any]) -> bool:
+    name = value.get(REF_KEY) if len(value) == 1 else None
+    return isinstance(name, str) and _REF_NAME.fullmatch(name) is not None
+
+
 def _maskable(value: Any) -> bool:
-    """None, booleans, empty strings and masks say nothing secret and are kept."""
-    return not (value is None or isinstance(value, bool) or value == "" or value == REDACTED)
+    """None, booleans, empty strings, masks and secret references say nothing secret."""
+    if value is None or isinstance(value, bool) or value == "" or value == REDACTED:
+        return False
+    return not (isinstance(value, Mapping) and _is_ref(value))
 
 
 class RedactionPolicy:
@@ -254,6 +267,8 @@ class RedactionPolicy:
         return value
 
     def _mapping(self, value: Mapping[Any, Any]) -> dict[str, Any]:
+        if _is_ref(value):
+            return {REF_KEY: value[REF_KEY]}
         secret_pair = False
         for name_key in _NAME_KEYS:
             name = value.get(name_key)

@@ -50,10 +50,15 @@ def _mask_urls(text: str) -> str:
 _redact_text: Callable[[str], str] = _mask_urls
 
 
-def use_redactor(redact_text: Callable[[str], str]) -> None:
-    """Mask storage's messages with `redact_text` (fsm registers its redaction policy)."""
+def use_redactor(redactor: Callable[[str], str]) -> None:
+    """Mask storage's messages with `redactor` (fsm registers its redaction policy)."""
     global _redact_text
-    _redact_text = redact_text
+    _redact_text = redactor
+
+
+def redact_text(text: str) -> str:
+    """`text` with secrets masked by the registered policy (for text storage writes)."""
+    return _redact_text(text)
 
 
 def resolve_url(url: str | None) -> str:
