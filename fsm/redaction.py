@@ -137,7 +137,8 @@ _FLAG = re.compile(r"-{1,2}([A-Za-z][\w.-]*)")
 # Values that are secrets whatever their key. Each alternative masks its group `s<n>`.
 _FIXED_PATTERNS = (
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?P<s0>.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
-    r"[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/?#@]*:(?P<s1>\S+)@",
+    r"[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/?#@]*:(?P<s1>\S+)@"
+    r"|(?<![\w:/.@-])[A-Za-z0-9._%+-]{1,64}:(?P<s5>[^\s@/:]+)@(?=[A-Za-z0-9\[])",
     r"(?i:\b(?:bearer|token|apikey|digest|negotiate|basic)[ \t]+)(?P<s2>[A-Za-z0-9._~+/=-]{16,})",
     r"(?P<s3>\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)",
     r"(?P<s4>\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"

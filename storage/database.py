@@ -37,13 +37,15 @@ _FULL = 13  # SQLITE_FULL
 # Until `fsm.redaction` registers the project's policy (storage imports nothing of fsm): the
 # password of a URL and secret-looking query parameters, also in malformed URLs.
 _URL_SECRET = re.compile(
-    r"(?P<head>://[^\s:/?#@]*:)(?P<a>\S+)(?=@)"
+    r"(?P<head>(?:://|^|\s)[^\s:/?#@]*:)(?P<a>\S+)(?=@)"
     r"|(?P<qhead>[?&;][^=&\s]*(?:pass|secret|token|key|pwd)[^=&\s]*=)(?P<b>[^&\s]*)",
     re.IGNORECASE,
 )
 
 
 def _mask_urls(text: str) -> str:
+    """The password of a URL (also without a scheme: `user:pw@host`) and secret-looking query
+    parameters, masked."""
     return _URL_SECRET.sub(lambda m: f"{m.group('head') or m.group('qhead')}***", text)
 
 
