@@ -9,8 +9,9 @@ So a store watches the free space (a `statvfs` every few seconds, nothing per wr
 is ample). When it runs low, or a write failed because the disk was full, the store folds the
 log back and cuts it to zero bytes (`PRAGMA wal_checkpoint(TRUNCATE)`) whenever it has grown
 past a share of the free space, before writing more. If even that cannot be done (the folded
-pages need room the disk does not have), the write is refused at once, without growing the log
-into space that was just freed.
+pages need room the disk does not have), the write goes ahead and fails with `DatabaseFull` if it
+does not fit; as soon as space is freed, the next write folds the log back first, so the freed
+space goes to the database, not to a longer log.
 """
 
 from __future__ import annotations
@@ -77,12 +78,10 @@ class WalSpace:
             return
         self.low = True
         log = self._log_size()
-        crowded = log and (log >= free // 2 or log >= _MAX_LOG_WHEN_LOW)
-        if crowded and not self.reclaim(conn) and self._log_size() >= free:
-            raise DatabaseFull(
-                f"{self.path}: the disk is full and the write-ahead log cannot be folded "
-                "back into the database; free space and it resumes"
-            )
+        if log and (log >= free // 2 or log >= _MAX_LOG_WHEN_LOW):
+            # fold it back before writing more; if that cannot be done yet (no room for the
+            # folded pages, a reader on the log), the write itself says whether it fits
+            self.reclaim(conn)
 
     def after_write(self, conn: Connection) -> None:
         if self.low:
