@@ -148,8 +148,13 @@ def open_engine(url: str, *, read_only: bool = False) -> Engine:
     database on a read-only file system as an immutable file.
     """
     parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseUnavailable(
+            f"unsupported database {redacted(url)!r}: use sqlite:///PATH or postgresql://..."
+        )
     try:
-        if parsed.get_backend_name() != "sqlite":
+        if backend != "sqlite":
             return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
         database = parsed.database or ""
         if database in ("", ":memory:"):
@@ -183,8 +188,8 @@ def open_engine(url: str, *, read_only: bool = False) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    except (ArgumentError, NoSuchModuleError) as exc:
-        raise DatabaseUnavailable(f"cannot open {redacted(url)}: {exc}") from exc
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise DatabaseUnavailable(f"cannot open {redacted(url)}: {_redact_text(str(exc))}") from exc
 
 
 _FILE_ERRORS = ("SQLITE_NOTADB", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")
