@@ -149,7 +149,7 @@ _FIXED_PATTERNS = (
 # when the key is secret. A key starts a word, so long runs (base64) are not rescanned at every
 # letter; only a secret key's value is consumed, so `a=b?token=c` still finds `token`.
 _KEY = re.compile(
-    r"(?<![A-Za-z0-9_.])(?P<q>[\"']?)(?P<key>-{0,2}[A-Za-z_][A-Za-z0-9_.-]{0,63})(?P=q)"
+    r"(?<![A-Za-z0-9_.+])(?P<q>[\"']?)(?P<key>-{0,2}[A-Za-z_][A-Za-z0-9_.-]{0,63})(?P=q)"
     r"(?:[ \t]*=[ \t]*|[ \t]*:[ \t]+|:(?=[\"']))"
 )
 _VALUE = re.compile(r"\"(?:[^\"\\\n]|\\.)*\"?|'(?:[^'\\\n]|\\.)*'?|[^\s,;&'\"<>(){}\[\]]+")
@@ -259,6 +259,13 @@ class RedactionPolicy:
 
     def redact(self, value: Any) -> Any:
         """A copy of a JSON-like value with every secret masked (keys, pairs, argv, text)."""
+        kind = type(value)
+        if kind is dict:
+            return self._mapping(value)
+        if kind is str:
+            return self.redact_text(value)
+        if kind is list:
+            return self._sequence(value)
         if isinstance(value, str):
             return self.redact_text(value)
         if isinstance(value, Mapping):
@@ -268,25 +275,34 @@ class RedactionPolicy:
         return value
 
     def _mapping(self, value: Mapping[Any, Any]) -> dict[str, Any]:
-        if _is_ref(value):
+        if REF_KEY in value and _is_ref(value):
             return {REF_KEY: value[REF_KEY]}
-        secret_pair = False
-        for name_key in _NAME_KEYS:
-            name = value.get(name_key)
-            if isinstance(name, str):
-                secret_pair = self.is_secret_key(name)
-                break
         out: dict[str, Any] = {}
+        keys = self._keys
+        paired: str | None = None  # a `value` key: masked below if its `name` is secret
         for k, v in value.items():
-            key = str(k)
-            if (self.is_secret_key(key) or (secret_pair and key in _VALUE_KEYS)) and _maskable(v):
+            key = k if type(k) is str else str(k)
+            secret = keys.get(key)
+            if secret is None:
+                secret = self.is_secret_key(key)
+            kind = type(v)
+            if secret and _maskable(v):
                 out[key] = REDACTED
-            elif isinstance(v, str):
+            elif kind is str:
                 out[key] = self.redact_text(v)
-            elif isinstance(v, (Mapping, list, tuple)):
-                out[key] = self.redact(v)
-            else:
+            elif kind is int or kind is float or kind is bool or v is None:
                 out[key] = v
+            else:
+                out[key] = self.redact(v)
+            if key in _VALUE_KEYS:
+                paired = key
+        if paired is not None and _maskable(out[paired]):
+            for name_key in _NAME_KEYS:
+                name = value.get(name_key)
+                if isinstance(name, str):
+                    if self.is_secret_key(name):
+                        out[paired] = REDACTED
+                    break
         return out
 
     def _sequence(self, value: list[Any] | tuple[Any, ...]) -> list[Any]:
@@ -308,20 +324,22 @@ class RedactionPolicy:
 
     def redact_text(self, text: str) -> str:
         """`text` with every secret-looking value masked (for log lines, messages, URLs)."""
-        if len(text) < 4 or not self._hint.search(text):
-            return text
         cached = self._texts.get(text)
         if cached is not None:
             return cached
+        masked = text if len(text) < 4 or not self._hint.search(text) else self._mask(text)
+        if len(text) <= 512:
+            if len(self._texts) > 8192:
+                self._texts = {}
+            self._texts[text] = masked
+        return masked
+
+    def _mask(self, text: str) -> str:
         masked = self._fixed.sub(_mask_groups, text)
         if "=" in masked or ":" in masked:
             masked = self._mask_pairs(masked)
         for pattern in self._custom:
             masked = pattern.sub(_mask_custom, masked)
-        if len(text) <= 512:
-            if len(self._texts) > 8192:
-                self._texts = {}
-            self._texts[text] = masked
         return masked
 
     def _mask_pairs(self, text: str) -> str:
@@ -335,7 +353,7 @@ class RedactionPolicy:
                 continue
             found = value.group(0)
             quote = found[0] if found[0] in "\"'" else ""
-            if found.strip("\"'") in ("", REDACTED):
+            if found.strip("\"'") in ("", REDACTED) or found[0] == "=":  # `==`: base64 padding
                 continue
             closing = quote if len(found) > 1 and found.endswith(quote) else ""
             parts += [text[done : match.end()], quote, REDACTED, closing]

@@ -161,26 +161,28 @@ class _Bad(Exception):
 
 def _walk(value: Any, depth: int, max_depth: int) -> Any:
     """A plain copy of a JSON value: types, finite numbers, string keys, text, depth."""
-    if isinstance(value, str):
-        problem = _text_problem(value, MAX_JSON_BYTES, nul=True)
-        if problem is not None:
-            raise _Bad(problem)
+    kind = type(value)
+    if kind is str or isinstance(value, str):
+        if not value.isascii():
+            problem = _text_problem(value, MAX_JSON_BYTES, nul=True)
+            if problem is not None:
+                raise _Bad(problem)
         return value
-    if value is None or isinstance(value, bool):
+    if value is None or kind is bool:
         return value
-    if isinstance(value, int):
+    if kind is int or (isinstance(value, int) and not isinstance(value, bool)):
         if not -MAX_INT - 1 <= value <= MAX_INT:
             raise _Bad("is an integer beyond 64 bits")
         return int(value)
-    if isinstance(value, float):
+    if kind is float or isinstance(value, float):
         if not math.isfinite(value):
             raise _Bad(f"must be a finite number, not {value}")
         return float(value)
     if depth >= max_depth:
         raise _Bad(f"is nested deeper than {max_depth} levels")
-    if isinstance(value, Mapping):
+    if kind is dict or isinstance(value, Mapping):
         return _walk_mapping(value, depth + 1, max_depth)
-    if isinstance(value, (list, tuple)):
+    if kind is list or isinstance(value, (list, tuple)):
         out = []
         for i, item in enumerate(value):
             try:
@@ -195,11 +197,12 @@ def _walk(value: Any, depth: int, max_depth: int) -> Any:
 def _walk_mapping(value: Mapping[Any, Any], depth: int, max_depth: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, item in value.items():
-        if not isinstance(key, str):
+        if type(key) is not str and not isinstance(key, str):
             raise _Bad(f"has a key that is not a string ({_shown(key)})")
-        problem = _text_problem(key, MAX_JSON_BYTES, nul=True)
-        if problem is not None:
-            raise _Bad(f"has a key that {problem}")
+        if not key.isascii():
+            problem = _text_problem(key, MAX_JSON_BYTES, nul=True)
+            if problem is not None:
+                raise _Bad(f"has a key that {problem}")
         try:
             out[key] = _walk(item, depth, max_depth)
         except _Bad as bad:
@@ -245,6 +248,6 @@ def json_mapping(
 def _size(plain: Any, field: str, max_bytes: int) -> None:
     if not plain:
         return
-    size = len(json.dumps(plain, allow_nan=False))
+    size = len(json.dumps(plain))  # the default encoder (cached); NaN was refused already
     if size > max_bytes:
         raise InvalidInput(field, f"is {size} characters as JSON, more than {max_bytes}")
