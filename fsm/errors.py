@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fsm.redaction import redact_text
 from storage.errors import (
     DatabaseCorrupt,
     DatabaseFull,
@@ -92,5 +93,5 @@ class CallbackError(FsmError):
         self.cause = cause
         super().__init__(
             f"{name!r} raised while handling {event!r} on {entity_id!r}: "
-            f"{type(cause).__name__}: {cause}"
+            f"{type(cause).__name__}: {redact_text(str(cause))}"
         )

@@ -38,7 +38,7 @@ __all__ = [
 MAX_TEXT = 200
 """Ids, lifecycle, event and command names, sources: the width of their columns."""
 MAX_JSON_DEPTH = 32
-"""Nesting of payloads, entity data and command arguments (containers inside containers)."""
+"""Containers nested in a payload, entity data or arguments, the outermost mapping included."""
 MAX_JSON_BYTES = 1_000_000
 """Size of one payload, data or arguments mapping as JSON text (characters)."""
 MAX_INT = 2**63 - 1
@@ -237,11 +237,7 @@ def json_mapping(
     """A plain dict copy of a mapping with string keys whose values are JSON (see json_value)."""
     if not isinstance(value, Mapping):
         raise InvalidInput(field, f"must be a mapping, not {_shown(value)}")
-    try:
-        plain = _walk_mapping(value, 0, max_depth)
-    except _Bad as bad:
-        raise bad.error(field) from None
-    _size(plain, field, max_bytes)
+    plain: dict[str, Any] = json_value(value, field, max_depth=max_depth, max_bytes=max_bytes)
     return plain
 
 

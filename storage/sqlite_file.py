@@ -128,4 +128,9 @@ def describe(exc: sqlite3.Error, path: Path) -> DatabaseUnavailable | DatabaseCo
         )
     if name.startswith("SQLITE_READONLY"):
         return DatabaseUnavailable(f"cannot write {path}: {exc} ({name})")
+    if name == "SQLITE_CANTOPEN" and not os.access(path.resolve().parent, os.W_OK):
+        return DatabaseUnavailable(
+            f"cannot open {path}: SQLite must create {path.name}-shm next to it, and this user "
+            f"cannot write to {path.resolve().parent} ({exc})"
+        )
     return DatabaseUnavailable(f"cannot open {path}: {exc}")

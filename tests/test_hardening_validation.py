@@ -112,7 +112,9 @@ def test_the_same_limits_on_both_databases(engine: Engine) -> None:
     with pytest.raises(FsmError, match="entity id"):
         engine.create("service", id="i" * 201)
     assert engine.get(s.id).state == "PENDING"
-    nested = _deep(31)
+    nested = _deep(30)  # 32 levels with the payload and the innermost mapping
+    with pytest.raises(FsmError, match="deeper than 32"):
+        engine.fire(s.id, "job_running", {"deep": {"one more": nested}})
     assert engine.fire(s.id, "job_running", {"deep": nested}).state == "STARTING"
     assert engine.history(s.id)[-1].payload == {"deep": nested}
 
