@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from fsm import validation
 from fsm.clock import Clock, utc_now
@@ -21,14 +21,12 @@ from fsm.errors import CallbackError, InvalidEvent, InvalidInput, UnknownLifecyc
 from fsm.events import BatchResult, Event, NewEntity, Outcome
 from fsm.lifecycle import HookFailed, Lifecycle
 from fsm.lifecycles import builtin_lifecycles
+from fsm.reading import EngineReads
 from fsm.redaction import redact
 from fsm.staging import Head, StagedBatch, check_data, check_event
-from fsm.verify import Violation, verify_store
 from storage import (
     DatabaseFull,
-    EntityNotFound,
     EntityRow,
-    StateCount,
     Store,
     TransitionRow,
     UnitOfWork,
@@ -40,9 +38,19 @@ log = logging.getLogger(__name__)
 DEFAULT_REFRESH_SECONDS = 30.0
 MAX_REFRESH_SCALE = 1e6
 TransitionListener = Callable[[Sequence[TransitionRow]], None]
+T = TypeVar("T")
 
 
-class Engine:
+def _once_more_if_full(write: Callable[[], T]) -> T:
+    """Run a self-contained write; after `DatabaseFull` the store has given the write-ahead
+    log's space back, so one more attempt usually fits (nothing of the first was kept)."""
+    try:
+        return write()
+    except DatabaseFull:
+        return write()
+
+
+class Engine(EngineReads):
     """Lifecycles + a store. Create entities, fire events, read state and history, verify."""
 
     def __init__(
@@ -133,6 +141,8 @@ class Engine:
         now = self.now()
         rows: list[EntityRow] = []
         used: dict[str, Lifecycle] = {}
+        if not isinstance(items, Iterable) or isinstance(items, (str, bytes, Mapping)):
+            raise InvalidInput("items", f"must be a list of NewEntity, not {type(items).__name__}")
         for item in items:
             if not isinstance(item, NewEntity):
                 raise InvalidInput("item", f"must be an fsm.NewEntity, not {type(item).__name__}")
@@ -160,15 +170,13 @@ class Engine:
                     parent_id=item.parent_id,
                 )
             )
-        for attempt in (1, 2):  # see apply
-            try:
-                with self.store.transaction() as uow:
-                    self._store_definitions(uow, used.values(), now)
-                    uow.insert_entities(rows)
-                break
-            except DatabaseFull:
-                if attempt == 2:
-                    raise
+
+        def write() -> None:
+            with self.store.transaction() as uow:
+                self._store_definitions(uow, used.values(), now)
+                uow.insert_entities(rows)
+
+        _once_more_if_full(write)
         self._stored_versions.update((lc.name, lc.version) for lc in used.values())
         return rows
 
@@ -200,7 +208,7 @@ class Engine:
         its outcome and leaves its entity as the previous events left it; the others commit.
         A database failure raises and commits nothing.
         """
-        if not isinstance(events, (list, tuple)):
+        if not isinstance(events, Sequence) or isinstance(events, (str, bytes)):
             raise InvalidInput("events", f"must be a list of Event, not {type(events).__name__}")
         if not events:
             return BatchResult(())
@@ -211,21 +219,18 @@ class Engine:
             except InvalidInput as exc:
                 checked.append(exc)
         ids = [c.entity_id for c in checked if isinstance(c, Event)]
-        for attempt in (1, 2):  # a full disk: the store gave the log's space back, try again
-            try:
-                with self.store.transaction() as uow:
-                    batch = self.stage(uow, uow.lock_entities(ids))
-                    outcomes = tuple(
-                        Outcome(e, error=c)
-                        if isinstance(c, InvalidInput)
-                        else batch.add_checked(e, c)
-                        for e, c in zip(events, checked, strict=True)
-                    )
-                    batch.flush()
-                break
-            except DatabaseFull:
-                if attempt == 2:
-                    raise
+
+        def write() -> tuple[StagedBatch, tuple[Outcome, ...]]:
+            with self.store.transaction() as uow:
+                batch = self.stage(uow, uow.lock_entities(ids))
+                outcomes = tuple(
+                    Outcome(e, error=c) if isinstance(c, InvalidInput) else batch.add_checked(e, c)
+                    for e, c in zip(events, checked, strict=True)
+                )
+                batch.flush()
+            return batch, outcomes
+
+        batch, outcomes = _once_more_if_full(write)
         self.committed(batch)
         return BatchResult(outcomes)
 
@@ -342,61 +347,3 @@ class Engine:
                 listener(transitions)
             except Exception:
                 log.exception("transition listener %r failed", listener)
-
-    # -- reading -----------------------------------------------------------------------------
-
-    def get(self, entity_id: str) -> EntityRow:
-        row = self.store.get_entity(validation.text(entity_id, "entity_id"))
-        if row is None:
-            raise EntityNotFound(entity_id)
-        return row
-
-    def list_entities(
-        self,
-        *,
-        lifecycle: str | None = None,
-        state: str | None = None,
-        parent_id: str | None = None,
-        limit: int | None = None,
-        after_id: str | None = None,
-    ) -> list[EntityRow]:
-        for name, value in (
-            ("lifecycle", lifecycle),
-            ("state", state),
-            ("parent_id", parent_id),
-            ("after_id", after_id),
-        ):
-            validation.optional_text(value, name)
-        if limit is not None:
-            validation.count(limit, "limit")
-        return self.store.list_entities(
-            lifecycle=lifecycle, state=state, parent_id=parent_id, limit=limit, after_id=after_id
-        )
-
-    def history(self, entity_id: str) -> list[TransitionRow]:
-        """The entity's transitions in order (raises `EntityNotFound` for an unknown id)."""
-        self.get(entity_id)
-        return self.store.history(entity_id)
-
-    def counts(self) -> list[StateCount]:
-        return self.store.count_by_state()
-
-    def state_at(self, entity_id: str, when: datetime) -> str | None:
-        """The entity's state at `when` (None before it was created)."""
-        validation.aware_time(when, "when")
-        entity = self.get(entity_id)
-        if when < entity.created_at:
-            return None
-        history = self.store.history(entity_id)
-        state = history[0].from_state if history else entity.state
-        effective = entity.created_at
-        for t in history:
-            effective = max(effective, t.observed_at)
-            if effective > when:
-                break
-            state = t.to_state
-        return state
-
-    def verify(self) -> list[Violation]:
-        """Replay every entity's history through the definition version it names."""
-        return verify_store(self.store, self.lifecycles)

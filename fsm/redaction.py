@@ -24,6 +24,22 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from fsm.secret_words import (
+    CAMEL,
+    EXCUSED_BY,
+    FIXED_PATTERNS,
+    FLAG,
+    HINT,
+    INFIXES,
+    KEY,
+    NAME_KEYS,
+    NOT_SECRET_WORDS,
+    PHRASES,
+    SPLIT,
+    VALUE,
+    VALUE_KEYS,
+    WORDS,
+)
 from storage import database
 
 __all__ = [
@@ -43,124 +59,9 @@ REDACTED = "***"
 REF_KEY = "$secret"
 """`{"$secret": "NAME"}` is a reference to a secret (see `fsm.secret_refs`), not a secret."""
 
-_WORDS = frozenset(
-    {
-        "password",
-        "passwd",
-        "pwd",
-        "pass",
-        "pw",
-        "passphrase",
-        "passcode",
-        "secret",
-        "secrets",
-        "token",
-        "tokens",
-        "key",
-        "keys",
-        "apikey",
-        "credential",
-        "credentials",
-        "creds",
-        "auth",
-        "authorization",
-        "cookie",
-        "cookies",
-        "signature",
-        "sig",
-        "sas",
-        "privatekey",
-        "private",
-        "jwt",
-        "bearer",
-        "dsn",
-        "otp",
-        "totp",
-        "pin",
-        "csrf",
-        "xsrf",
-    }
-)
-# inside one word (`GITHUBTOKEN`, `dbpassword`) and across words (`connection_string`)
-_INFIXES = ("password", "passwd", "secret", "token", "credential", "apikey", "privatekey")
-_PHRASES = (
-    "connectionstring",
-    "connstr",
-    "sessionid",
-    "sessionkey",
-    "sessiontoken",
-    "accesskey",
-    "secretkey",
-    "signingkey",
-    "authkey",
-)
-_NOT_SECRET_WORDS = frozenset({"tokenizer", "tokenizers", "tokenize", "tokenized", "tokenization"})
-_TOKEN_COUNTS = frozenset(
-    {
-        "max",
-        "min",
-        "num",
-        "count",
-        "total",
-        "prompt",
-        "completion",
-        "new",
-        "input",
-        "output",
-        "per",
-        "continuation",
-        "page",
-        "next",
-        "limit",
-        "usage",
-        "budget",
-        "type",
-        "length",
-    }
-)
-# a word that is secret on its own, but not next to one of these (`max_tokens`, `public_key`)
-_EXCUSED_BY = {
-    "token": _TOKEN_COUNTS,
-    "tokens": _TOKEN_COUNTS,
-    "key": frozenset({"public", "primary", "sort", "partition", "foreign", "id", "name", "vault"}),
-    "keys": frozenset({"public", "primary", "sort", "partition", "foreign", "id", "name"}),
-    "pin": frozenset({"memory", "cpu", "cpus", "core", "cores", "thread", "threads", "numa"}),
-    "private": frozenset({"ip", "address", "addresses", "network", "subnet", "dns", "endpoint"}),
-    "auth": frozenset({"type", "method", "mode", "enabled", "required", "provider", "scheme"}),
-}
-_NAME_KEYS = ("name", "key", "Name", "Key", "NAME", "KEY")
-_VALUE_KEYS = frozenset({"value", "Value", "VALUE"})
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_SPLIT = re.compile(r"[^A-Za-z0-9]+")
-_FLAG = re.compile(r"-{1,2}([A-Za-z][\w.-]*)")
-
-# Values that are secrets whatever their key. Each alternative masks its group `s<n>`.
-_FIXED_PATTERNS = (
-    r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?P<s0>.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
-    r"[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/?#@]*:(?P<s1>\S+)@"
-    r"|(?<![\w:/.@-])[A-Za-z0-9._%+-]{1,64}:(?P<s5>[^\s@/:]+)@(?=[A-Za-z0-9\[])",
-    r"(?i:\b(?:bearer|token|apikey|digest|negotiate|basic)[ \t]+)(?P<s2>[A-Za-z0-9._~+/=-]{16,})",
-    r"(?P<s3>\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)",
-    r"(?P<s4>\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
-    r"|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}"
-    r"|hf_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,}))",
-)
-# `key=value`, `key: value`, `"key": "value"`, `--key=value`, `?key=value&`: the value is masked
-# when the key is secret. A key starts a word, so long runs (base64) are not rescanned at every
-# letter; only a secret key's value is consumed, so `a=b?token=c` still finds `token`.
-_KEY = re.compile(
-    r"(?<![A-Za-z0-9_.+])(?P<q>[\"']?)(?P<key>-{0,2}[A-Za-z_][A-Za-z0-9_.-]{0,63})(?P=q)"
-    r"(?:[ \t]*=[ \t]*|[ \t]*:[ \t]+|:(?=[\"']))"
-)
-_VALUE = re.compile(r"\"(?:[^\"\\\n]|\\.)*\"?|'(?:[^'\\\n]|\\.)*'?|[^\s,;&'\"<>(){}\[\]]+")
-_HINT = (
-    r"[=:]|-----BEGIN|(?i:bearer|token|apikey|digest|negotiate|basic)|eyJ"
-    r"|gh[pousr]_|github_pat_|xox[abprs]-|AKIA|AIza|hf_|sk-"
-)
-
 
 def _words(key: str) -> list[str]:
-    return [w.lower() for w in _SPLIT.split(_CAMEL.sub("_", key)) if w]
+    return [w.lower() for w in SPLIT.split(CAMEL.sub("_", key)) if w]
 
 
 _REF_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -183,8 +84,8 @@ class RedactionPolicy:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._words = set(_WORDS)
-        self._phrases = list(_PHRASES)
+        self._words = set(WORDS)
+        self._phrases = list(PHRASES)
         self._allowed: set[str] = set()
         self._custom: list[re.Pattern[str]] = []
         self._keys: dict[str, bool] = {}
@@ -220,8 +121,8 @@ class RedactionPolicy:
             self._compile()
 
     def _compile(self) -> None:
-        self._fixed = re.compile("|".join(_FIXED_PATTERNS), re.DOTALL)
-        hints = [_HINT, *(f"(?:{c.pattern})" for c in self._custom)]
+        self._fixed = re.compile("|".join(FIXED_PATTERNS), re.DOTALL)
+        hints = [HINT, *(f"(?:{c.pattern})" for c in self._custom)]
         self._hint = re.compile("|".join(hints))
         self._keys = {}
         self._texts = {}
@@ -248,10 +149,10 @@ class RedactionPolicy:
         present = set(words)
         for word in words:
             if word in self._words:
-                excused = _EXCUSED_BY.get(word)
+                excused = EXCUSED_BY.get(word)
                 if excused is None or not (present & excused):
                     return True
-            elif word not in _NOT_SECRET_WORDS and any(i in word for i in _INFIXES):
+            elif word not in NOT_SECRET_WORDS and any(i in word for i in INFIXES):
                 return True
         return False
 
@@ -294,10 +195,10 @@ class RedactionPolicy:
                 out[key] = v
             else:
                 out[key] = self.redact(v)
-            if key in _VALUE_KEYS:
+            if key in VALUE_KEYS:
                 paired = key
         if paired is not None and _maskable(out[paired]):
-            for name_key in _NAME_KEYS:
+            for name_key in NAME_KEYS:
                 name = value.get(name_key)
                 if isinstance(name, str):
                     if self.is_secret_key(name):
@@ -314,7 +215,7 @@ class RedactionPolicy:
                     out.append(REDACTED)
                     mask_next = False
                     continue
-                flag = _FLAG.fullmatch(item)
+                flag = FLAG.fullmatch(item)
                 mask_next = flag is not None and self.is_secret_key(flag.group(1))
                 out.append(self.redact_text(item))
             else:
@@ -345,10 +246,10 @@ class RedactionPolicy:
     def _mask_pairs(self, text: str) -> str:
         parts: list[str] = []
         done = 0
-        for match in _KEY.finditer(text):
+        for match in KEY.finditer(text):
             if match.start() < done or not self.is_secret_key(match.group("key").lstrip("-")):
                 continue
-            value = _VALUE.match(text, match.end())
+            value = VALUE.match(text, match.end())
             if value is None:
                 continue
             found = value.group(0)
