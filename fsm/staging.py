@@ -56,9 +56,9 @@ def check_event(event: object) -> Event:
     if payload is None and data is None and observed_at is None and expected_version is None:
         return event
     if payload is not None:
-        payload = validation.json_mapping(payload, "payload")
+        validation.check_json(payload, "payload")  # guards see it as given; history: redacted
     if data is not None:
-        data = policy.redact(validation.json_mapping(data, "data"))
+        data = check_data(data)
     if observed_at is not None:
         validation.aware_time(observed_at, "observed_at")
     if expected_version is not None:
@@ -68,8 +68,9 @@ def check_event(event: object) -> Event:
 
 
 def check_data(data: object, field: str = "data") -> dict[str, Any]:
-    """Entity data as it may be stored: a JSON mapping with every secret masked."""
-    redacted: dict[str, Any] = policy.redact(validation.json_mapping(data, field))
+    """Entity data as it may be stored: a JSON mapping, copied with every secret masked."""
+    validation.check_json(data, field)
+    redacted: dict[str, Any] = policy.redact(data)
     return redacted
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_SECONDS",
     "MAX_TEXT",
     "aware_time",
+    "check_json",
     "count",
     "finite_number",
     "json_mapping",
@@ -159,43 +160,46 @@ class _Bad(Exception):
         return InvalidInput(f"{field}{path}", self.problem)
 
 
-def _walk(value: Any, depth: int, max_depth: int) -> Any:
-    """A plain copy of a JSON value: types, finite numbers, string keys, text, depth."""
+def _measure(value: Any, depth: int, max_depth: int) -> int:
+    """Check a JSON value (types, finite numbers, string keys, text, depth) without copying it;
+    returns an upper bound of its length as JSON text, so the exact size is computed only for
+    values that might be too big."""
     kind = type(value)
     if kind is str or isinstance(value, str):
-        if not value.isascii():
-            problem = _text_problem(value, MAX_JSON_BYTES, nul=True)
-            if problem is not None:
-                raise _Bad(problem)
-        return value
+        if value.isascii():
+            return 6 * len(value) + 2  # \u00XX at worst
+        problem = _text_problem(value, MAX_JSON_BYTES, nul=True)
+        if problem is not None:
+            raise _Bad(problem)
+        return 12 * len(value) + 2  # a surrogate pair of escapes at worst
     if value is None or kind is bool:
-        return value
+        return 5
     if kind is int or (isinstance(value, int) and not isinstance(value, bool)):
         if not -MAX_INT - 1 <= value <= MAX_INT:
             raise _Bad("is an integer beyond 64 bits")
-        return int(value)
+        return 20
     if kind is float or isinstance(value, float):
         if not math.isfinite(value):
             raise _Bad(f"must be a finite number, not {value}")
-        return float(value)
+        return 24
     if depth >= max_depth:
         raise _Bad(f"is nested deeper than {max_depth} levels")
     if kind is dict or isinstance(value, Mapping):
-        return _walk_mapping(value, depth + 1, max_depth)
+        return _measure_mapping(value, depth + 1, max_depth)
     if kind is list or isinstance(value, (list, tuple)):
-        out = []
+        size = 2
         for i, item in enumerate(value):
             try:
-                out.append(_walk(item, depth + 1, max_depth))
+                size += _measure(item, depth + 1, max_depth) + 2
             except _Bad as bad:
                 bad.where.append(f"[{i}]")
                 raise
-        return out
+        return size
     raise _Bad(f"is a {type(value).__name__}, which JSON cannot hold")
 
 
-def _walk_mapping(value: Mapping[Any, Any], depth: int, max_depth: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _measure_mapping(value: Mapping[Any, Any], depth: int, max_depth: int) -> int:
+    size = 2
     for key, item in value.items():
         if type(key) is not str and not isinstance(key, str):
             raise _Bad(f"has a key that is not a string ({_shown(key)})")
@@ -204,11 +208,48 @@ def _walk_mapping(value: Mapping[Any, Any], depth: int, max_depth: int) -> dict[
             if problem is not None:
                 raise _Bad(f"has a key that {problem}")
         try:
-            out[key] = _walk(item, depth, max_depth)
+            size += _measure(item, depth, max_depth) + 12 * len(key) + 6
         except _Bad as bad:
             bad.where.append(f".{key}" if len(key) <= 40 and key.isprintable() else ".<key>")
             raise
-    return out
+    return size
+
+
+def _plain(value: Any) -> Any:
+    """A copy of a checked JSON value in plain types (dict, list, str, int, float, ...)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
+
+
+def check_json(
+    value: object,
+    field: str,
+    *,
+    mapping: bool = True,
+    max_depth: int = MAX_JSON_DEPTH,
+    max_bytes: int = MAX_JSON_BYTES,
+) -> None:
+    """Refuse (`InvalidInput`) what is not JSON within the limits; a mapping unless `mapping`
+    is False. Copies nothing: the engine's hot path."""
+    if mapping and not isinstance(value, Mapping):
+        raise InvalidInput(field, f"must be a mapping, not {_shown(value)}")
+    try:
+        bound = _measure(value, 0, max_depth)
+    except _Bad as bad:
+        raise bad.error(field) from None
+    if bound > max_bytes:
+        size = len(json.dumps(value))  # the default encoder (cached); NaN was refused already
+        if size > max_bytes:
+            raise InvalidInput(field, f"is {size} characters as JSON, more than {max_bytes}")
 
 
 def json_value(
@@ -219,12 +260,8 @@ def json_value(
     max_bytes: int = MAX_JSON_BYTES,
 ) -> Any:
     """A plain copy (dicts, lists, str, int, float, bool, None) of a JSON-able value."""
-    try:
-        plain = _walk(value, 0, max_depth)
-    except _Bad as bad:
-        raise bad.error(field) from None
-    _size(plain, field, max_bytes)
-    return plain
+    check_json(value, field, mapping=False, max_depth=max_depth, max_bytes=max_bytes)
+    return _plain(value)
 
 
 def json_mapping(
@@ -235,15 +272,6 @@ def json_mapping(
     max_bytes: int = MAX_JSON_BYTES,
 ) -> dict[str, Any]:
     """A plain dict copy of a mapping with string keys whose values are JSON (see json_value)."""
-    if not isinstance(value, Mapping):
-        raise InvalidInput(field, f"must be a mapping, not {_shown(value)}")
-    plain: dict[str, Any] = json_value(value, field, max_depth=max_depth, max_bytes=max_bytes)
+    check_json(value, field, max_depth=max_depth, max_bytes=max_bytes)
+    plain: dict[str, Any] = _plain(value)
     return plain
-
-
-def _size(plain: Any, field: str, max_bytes: int) -> None:
-    if not plain:
-        return
-    size = len(json.dumps(plain))  # the default encoder (cached); NaN was refused already
-    if size > max_bytes:
-        raise InvalidInput(field, f"is {size} characters as JSON, more than {max_bytes}")
