@@ -47,11 +47,9 @@ def check_event(event: object) -> Event:
     if not isinstance(event, Event):
         raise InvalidInput("event", f"must be an fsm.Event, not {type(event).__name__}")
     entity_id, name, payload, source, observed_at, expected_version, data = event
-    if not _plain_text(entity_id):
+    if not (_plain_text(entity_id) and _plain_text(name) and _plain_text(source)):
         validation.text(entity_id, "entity_id")
-    if not _plain_text(name):
         validation.text(name, "event")
-    if not _plain_text(source):
         validation.text(source, "source")
     if payload is None and data is None and observed_at is None and expected_version is None:
         return event
