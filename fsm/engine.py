@@ -97,10 +97,10 @@ class Engine(EngineReads):
         self.lifecycles[lifecycle.name] = lifecycle
 
     def lifecycle(self, name: str) -> Lifecycle:
-        found = self.lifecycles.get(name) if isinstance(name, str) else None
-        if found is None:
-            raise UnknownLifecycle(str(name), sorted(self.lifecycles))
-        return found
+        try:
+            return self.lifecycles[name]
+        except (KeyError, TypeError):  # TypeError: not even hashable
+            raise UnknownLifecycle(str(name), sorted(self.lifecycles)) from None
 
     def now(self) -> datetime:
         """The engine's clock, checked: a naive or absurd time would corrupt every deadline."""
@@ -212,20 +212,22 @@ class Engine(EngineReads):
             raise InvalidInput("events", f"must be a list of Event, not {type(events).__name__}")
         if not events:
             return BatchResult(())
-        checked: list[Event | InvalidInput] = []
-        for event in events:
+        checked: list[Event | None] = []
+        refused: dict[int, InvalidInput] = {}
+        for i, event in enumerate(events):
             try:
                 checked.append(check_event(event))
             except InvalidInput as exc:
-                checked.append(exc)
-        ids = [c.entity_id for c in checked if isinstance(c, Event)]
+                checked.append(None)
+                refused[i] = exc
+        ids = [c.entity_id for c in checked if c is not None]
 
         def write() -> tuple[StagedBatch, tuple[Outcome, ...]]:
             with self.store.transaction() as uow:
                 batch = self.stage(uow, uow.lock_entities(ids))
                 outcomes = tuple(
-                    Outcome(e, error=c) if isinstance(c, InvalidInput) else batch.add_checked(e, c)
-                    for e, c in zip(events, checked, strict=True)
+                    batch.add_checked(e, c) if c is not None else Outcome(e, error=refused[i])
+                    for i, (e, c) in enumerate(zip(events, checked, strict=True))
                 )
                 batch.flush()
             return batch, outcomes
@@ -336,7 +338,8 @@ class Engine(EngineReads):
         """Seconds between two observations of an entity in `state` (scaled by refresh_scale)."""
         every = self.lifecycle(lifecycle).states[state].refresh
         base = every if every is not None else self.default_refresh.total_seconds()
-        return min(base * self.refresh_scale, MAX_SECONDS)
+        interval = base * self.refresh_scale
+        return interval if interval <= MAX_SECONDS else MAX_SECONDS
 
     def _next_refresh(self, lifecycle: Lifecycle, state: str, now: datetime) -> datetime:
         return now + timedelta(seconds=self.refresh_interval(lifecycle.name, state))

@@ -77,8 +77,9 @@ class InvalidEvent(FsmError):
         self.event = event
         self.allowed = tuple(allowed)
         allowed_text = ", ".join(self.allowed) if self.allowed else "none (terminal state)"
+        shown = repr(event) if len(event) <= 80 else f"{event[:60]!r}... ({len(event)} chars)"
         super().__init__(
-            f"{lifecycle} {entity_id!r} is {state}: event {event!r} is not allowed "
+            f"{lifecycle} {entity_id!r} is {state}: event {shown} is not allowed "
             f"(allowed: {allowed_text})"
         )
 
