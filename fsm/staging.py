@@ -50,7 +50,7 @@ def check_event(event: object) -> Event:
         validation.text(entity_id, "entity_id")
     if type(name) is not str:
         validation.text(name, "event")
-    if source not in _SOURCES:
+    if type(source) is not str or source not in _SOURCES:
         validation.text(source, "source")
         if len(_SOURCES) < 1024:
             _SOURCES.add(source)

@@ -104,12 +104,21 @@ def finite_number(
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidInput(field, f"must be finite, not {value}")
     if above is not None and not value > above:
-        raise InvalidInput(field, f"must be greater than {above:g}, not {value:g}")
+        raise InvalidInput(field, f"must be greater than {above:g}, not {_number(value)}")
     if minimum is not None and value < minimum:
-        raise InvalidInput(field, f"must be at least {minimum:g}, not {value:g}")
+        raise InvalidInput(field, f"must be at least {minimum:g}, not {_number(value)}")
     if maximum is not None and value > maximum:  # big ints compare exactly, never converted
-        raise InvalidInput(field, f"must be at most {maximum:g}, not {value:g}")
+        raise InvalidInput(field, f"must be at most {maximum:g}, not {_number(value)}")
     return float(value)
+
+
+def _number(value: float) -> str:
+    """A number for a message: a huge integer is not converted (nor printed in full)."""
+    if isinstance(value, int) and abs(value) > 10**15:
+        return (
+            f"an integer of {len(str(abs(value))) if abs(value) < 10**4000 else 'over 4000'} digits"
+        )
+    return f"{value:g}"
 
 
 def seconds(value: object, field: str, *, positive: bool = False) -> float:

@@ -124,11 +124,11 @@ def logs() -> Iterator[io.StringIO]:
     handler = logging.StreamHandler(out)
     install_redaction(handler)
     root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
+    old_level, old_handlers = root.level, root.handlers[:]
+    root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG)
     yield out
-    root.removeHandler(handler)
+    root.handlers[:] = old_handlers
     root.setLevel(old_level)
 
 
