@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fsm.redaction import redact_text
 from storage.errors import (
     DatabaseCorrupt,
+    DatabaseFull,
     DatabaseUnavailable,
     DuplicateEntity,
     EntityNotFound,
@@ -16,12 +18,14 @@ from storage.errors import (
 __all__ = [
     "CallbackError",
     "DatabaseCorrupt",
+    "DatabaseFull",
     "DatabaseUnavailable",
     "DefinitionError",
     "DuplicateEntity",
     "EntityNotFound",
     "FsmError",
     "InvalidEvent",
+    "InvalidInput",
     "StorageError",
     "UnknownLifecycle",
     "VersionConflict",
@@ -40,6 +44,16 @@ class DefinitionError(FsmError, ValueError):
         self.problems = tuple(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"lifecycle {name!r} has {len(self.problems)} problem(s):\n{lines}")
+
+
+class InvalidInput(FsmError, ValueError):
+    """A value given to the engine is not one it can store (wrong type, too long, too deep, out of
+    range, not JSON); nothing was written. `field` names it, e.g. `payload.job.id`."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field} {problem}")
 
 
 class UnknownLifecycle(FsmError, LookupError):
@@ -63,8 +77,9 @@ class InvalidEvent(FsmError):
         self.event = event
         self.allowed = tuple(allowed)
         allowed_text = ", ".join(self.allowed) if self.allowed else "none (terminal state)"
+        shown = repr(event) if len(event) <= 80 else f"{event[:60]!r}... ({len(event)} chars)"
         super().__init__(
-            f"{lifecycle} {entity_id!r} is {state}: event {event!r} is not allowed "
+            f"{lifecycle} {entity_id!r} is {state}: event {shown} is not allowed "
             f"(allowed: {allowed_text})"
         )
 
@@ -79,5 +94,5 @@ class CallbackError(FsmError):
         self.cause = cause
         super().__init__(
             f"{name!r} raised while handling {event!r} on {entity_id!r}: "
-            f"{type(cause).__name__}: {cause}"
+            f"{type(cause).__name__}: {redact_text(str(cause))}"
         )

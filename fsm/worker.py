@@ -21,10 +21,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from fsm import validation
 from fsm.engine import Engine
-from fsm.errors import FsmError, InvalidEvent
+from fsm.errors import FsmError, InvalidEvent, InvalidInput
 from fsm.events import Event, Outcome
 from fsm.observation import FailureKind, Observation
+from fsm.secret_refs import resolve_secrets, storable_arguments
 from storage import EntityRow, StorageError, queue
 from storage.records import RefreshMark
 
@@ -308,7 +310,11 @@ class Worker:
     ) -> None:
         source = self.routes[batch.rows[observation.entity_id].lifecycle].name
         if not observation.events and observation.data:
-            batch.merge_data(observation.entity_id, observation.data)
+            try:
+                batch.merge_data(observation.entity_id, observation.data)
+            except InvalidInput as exc:  # a backend's garbage must not sink the whole batch
+                stats.rejected_events += 1
+                log.warning("data observed on %s rejected: %s", observation.entity_id, exc)
         last = len(observation.events) - 1
         for i, name in enumerate(observation.events):
             outcome: Outcome = batch.add(
@@ -420,14 +426,14 @@ class Worker:
         engine = self.engine
         entity = engine.get(entity_id)
         self._check_command(entity, command)
-        if delay < 0:
-            raise FsmError("delay must not be negative")
-        now = engine.clock()
-        if at is not None and at.tzinfo is None:
-            raise FsmError("at must be timezone-aware")
-        due = at if at is not None else now + timedelta(seconds=delay)
+        stored = storable_arguments(arguments)  # JSON, and no literal secret: it is persisted
+        now = engine.now()
+        if at is not None:
+            due = validation.aware_time(at, "at")
+        else:
+            due = now + timedelta(seconds=validation.seconds(delay, "delay"))
         with engine.store.transaction() as uow:
-            return queue.schedule_command(uow, entity_id, command, arguments or {}, due, now)
+            return queue.schedule_command(uow, entity_id, command, stored, due, now)
 
     def run_commands(self) -> int:
         """Run due scheduled commands; each is recorded exactly once, even across crashes."""
@@ -481,7 +487,7 @@ class Worker:
         worker recorded it first, nothing is written (exactly once).
         """
         engine = self.engine
-        arguments = dict(arguments or {})
+        arguments = validation.json_mapping({} if arguments is None else arguments, "arguments")
         entity = engine.get(entity_id)
         lifecycle = engine.lifecycle(entity.lifecycle)
         is_event = self._check_command(entity, command)
@@ -498,7 +504,8 @@ class Worker:
         events: tuple[str, ...] = (command,)
         payload: Mapping[str, Any] = arguments
         if backend is not None:
-            result = backend.execute(entity, command, arguments, now)
+            # secret references resolve only here, in memory; the payload keeps the reference
+            result = backend.execute(entity, command, resolve_secrets(arguments), now)
             data = result.data
             events = result.events if result.events is not None else events
             payload = {**arguments, **(result.payload or {})}
@@ -526,6 +533,7 @@ class Worker:
     def _check_command(self, entity: EntityRow, command: str) -> bool:
         """True for a lifecycle event; False for a backend's own command (e.g. `submit`, whose
         result events the backend chooses); anything else is refused."""
+        validation.text(command, "command")
         if command in self.engine.lifecycle(entity.lifecycle).definition.triggers:
             return True
         backend = self.routes.get(entity.lifecycle)

@@ -6,6 +6,7 @@ SQLite by default, PostgreSQL by URL. Knows nothing of lifecycle rules; `fsm` de
 from storage.database import DEFAULT_URL, redacted, resolve_url
 from storage.errors import (
     DatabaseCorrupt,
+    DatabaseFull,
     DatabaseUnavailable,
     DuplicateEntity,
     EntityNotFound,
@@ -19,6 +20,7 @@ from storage.store import Store, UnitOfWork
 __all__ = [
     "DEFAULT_URL",
     "DatabaseCorrupt",
+    "DatabaseFull",
     "DatabaseUnavailable",
     "DuplicateEntity",
     "EntityNotFound",

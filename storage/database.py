@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import QueuePool, StaticPool
 
-from storage.errors import DatabaseCorrupt, DatabaseUnavailable, StorageError
+from storage import sqlite_file
+from storage.errors import DatabaseCorrupt, DatabaseFull, DatabaseUnavailable, StorageError
 
 DEFAULT_URL = "sqlite:///fsm.db"
 ENV_VAR = "FSM_DB"
@@ -25,24 +27,65 @@ _SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=5000",
     "PRAGMA temp_store=MEMORY",
+    # after a checkpoint the WAL is cut back to this size, so space it took during a burst (or
+    # while the disk was full) goes back to the file system instead of staying reserved
+    "PRAGMA journal_size_limit=4194304",
 )
+_READER_PRAGMAS = ("PRAGMA busy_timeout=5000", "PRAGMA temp_store=MEMORY")
+_FULL = 13  # SQLITE_FULL
+
+# Until `fsm.redaction` registers the project's policy (storage imports nothing of fsm): the
+# password of a URL and secret-looking query parameters, also in malformed URLs.
+_URL_SECRET = re.compile(
+    r"(?P<head>(?:://|^|\s)[^\s:/?#@]*:)(?P<a>\S+)(?=@)"
+    r"|(?P<qhead>[?&;][^=&\s]*(?:pass|secret|token|key|pwd)[^=&\s]*=)(?P<b>[^&\s]*)",
+    re.IGNORECASE,
+)
+
+
+def _mask_urls(text: str) -> str:
+    """The password of a URL (also without a scheme: `user:pw@host`) and secret-looking query
+    parameters, masked."""
+    return _URL_SECRET.sub(lambda m: f"{m.group('head') or m.group('qhead')}***", text)
+
+
+_redact_text: Callable[[str], str] = _mask_urls
+
+
+def use_redactor(redactor: Callable[[str], str]) -> None:
+    """Mask storage's messages with `redactor` (fsm registers its redaction policy)."""
+    global _redact_text
+    _redact_text = redactor
+
+
+def redact_text(text: str) -> str:
+    """`text` with secrets masked by the registered policy (for text storage writes)."""
+    return _redact_text(text)
 
 
 def resolve_url(url: str | None) -> str:
     """The URL given, else `$FSM_DB`, else `sqlite:///fsm.db` in the working directory."""
     chosen = url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    if not isinstance(chosen, str):
+        raise DatabaseUnavailable(f"a database URL must be a string, not {type(chosen).__name__}")
     try:
         parsed = make_url(chosen)
-    except ArgumentError as exc:
-        raise DatabaseUnavailable(f"not a database URL: {chosen!r}") from exc
+    except (ArgumentError, ValueError) as exc:
+        where = f" (from ${ENV_VAR})" if not url else ""
+        raise DatabaseUnavailable(f"not a database URL{where}: {redacted(chosen)!r}") from exc
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
 
 
 def redacted(url: str) -> str:
-    """The URL with its password hidden, for messages and logs."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL with its password (and any secret query parameter) hidden, for messages and
+    logs; a malformed URL is masked as text."""
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError, TypeError):
+        shown = str(url)
+    return _redact_text(_mask_urls(shown))
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -58,38 +101,8 @@ def check_existing(url: str) -> None:
     """Refuse, read-only and before anything opens it, a SQLite file that is missing, empty or
     not ours: opening would create it or switch its journal to WAL."""
     path = sqlite_path(url)
-    if path is None:
-        return
-    if not path.exists():
-        raise DatabaseUnavailable(f"database {path} does not exist")
-    if path.is_dir():
-        raise DatabaseUnavailable(f"database {path} is a directory, not a SQLite file")
-    if path.stat().st_size == 0:
-        raise DatabaseCorrupt(f"database {path} is an empty file, not an fsm database")
-    try:
-        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as conn:
-            found = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entity'"
-            ).fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseCorrupt(f"{path} is not a SQLite database ({exc})") from exc
-    if found is None:
-        raise DatabaseCorrupt(f"{path} is not an fsm database (no entity table)")
-
-
-def _create_private_file(path: Path) -> None:
-    """Create the SQLite file with mode 0600 before SQLite does (SQLite would honour the umask)."""
-    if path.exists():
-        return
-    if not path.parent.exists():
-        raise DatabaseUnavailable(f"cannot create {path}: folder {path.parent} does not exist")
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise DatabaseUnavailable(f"cannot create {path}: {exc.strerror}") from exc
-    os.close(fd)
+    if path is not None:
+        sqlite_file.check_existing(path)
 
 
 def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
@@ -101,6 +114,12 @@ def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
             cursor.execute(pragma)
     finally:
         cursor.close()
+
+
+def _reader_on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    for pragma in _READER_PRAGMAS:
+        dbapi_connection.execute(pragma)
 
 
 READ_ONLY = "fsm_read_only"
@@ -118,41 +137,93 @@ def _sqlite_begin(conn: Connection) -> None:
         raise DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
 
 
-def open_engine(url: str) -> Engine:
-    """An SQLAlchemy engine for `url`, with the project's settings for its dialect."""
+def _reader_begin(conn: Connection) -> None:
+    conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
+
+
+def open_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An SQLAlchemy engine for `url`, with the project's settings for its dialect.
+
+    `read_only` (SQLite): never create the file, never take the write lock, and read a
+    database on a read-only file system as an immutable file.
+    """
     parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise DatabaseUnavailable(
+            f"unsupported database {redacted(url)!r}: use sqlite:///PATH or postgresql://..."
+        )
     try:
-        if parsed.get_backend_name() == "sqlite":
-            database = parsed.database or ""
-            if database and database != ":memory:" and not database.startswith("file:"):
-                _create_private_file(Path(database))
-            if database in ("", ":memory:"):
-                engine = create_engine(
-                    url, poolclass=StaticPool, connect_args={"check_same_thread": False}
-                )
-            else:
-                engine = create_engine(url, connect_args={"check_same_thread": False})
-            event.listen(engine, "connect", _sqlite_on_connect)
-            event.listen(engine, "begin", _sqlite_begin)
+        if backend != "sqlite":
+            return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        database = parsed.database or ""
+        if database in ("", ":memory:"):
+            engine = create_engine(
+                url, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+        elif read_only and not database.startswith("file:"):
+            uri = sqlite_file.readable_uri(Path(database))
+            engine = create_engine(
+                "sqlite://",
+                poolclass=QueuePool,
+                pool_size=2,
+                max_overflow=-1,
+                creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
+            )
+            event.listen(engine, "connect", _reader_on_connect)
+            event.listen(engine, "begin", _reader_begin)
             return engine
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
-    except (ArgumentError, NoSuchModuleError) as exc:
-        raise DatabaseUnavailable(f"cannot open {redacted(url)}: {exc}") from exc
+        else:
+            if not database.startswith("file:"):
+                sqlite_file.create_private_file(Path(database))
+            # Threads keep their write connection between transactions (see Store._writer)
+            # and give it back when they end: never block a new thread on a pool limit.
+            engine = create_engine(
+                url,
+                poolclass=QueuePool,
+                pool_size=5,
+                max_overflow=-1,
+                connect_args={"check_same_thread": False},
+            )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise DatabaseUnavailable(f"cannot open {redacted(url)}: {_redact_text(str(exc))}") from exc
+
+
+_FILE_ERRORS = ("SQLITE_NOTADB", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")
+
+
+def _sqlstate(error: BaseException | None) -> str | None:
+    state = getattr(error, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
 
 
 def translate(exc: SQLAlchemyError, url: str) -> StorageError:
-    """Turn a driver error into a typed, one-line storage error."""
+    """Turn a driver error into a typed, one-line storage error (secrets masked)."""
     original = exc.orig if isinstance(exc, DBAPIError) else None
-    text = (
-        str(original or exc).strip().splitlines()[0] if str(original or exc).strip() else repr(exc)
-    )
+    text = _redact_text(_first_line(original or exc))
+    where = redacted(url)
+    if getattr(original, "sqlite_errorcode", None) == _FULL or _sqlstate(original) == "53100":
+        return DatabaseFull(f"{where}: the disk is full ({text}); free space and it resumes")
+    if isinstance(original, sqlite3.Error):
+        path = sqlite_path(url)
+        name = getattr(original, "sqlite_errorname", "") or ""
+        if path is not None and (name.startswith(_FILE_ERRORS) or "not a database" in text):
+            return sqlite_file.describe(original, path)
     if isinstance(original, sqlite3.DatabaseError) and "not a database" in text:
-        return DatabaseCorrupt(f"{redacted(url)} is not a SQLite database ({text})")
+        return DatabaseCorrupt(f"{where} is not a SQLite database ({text})")
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return DatabaseUnavailable(f"lost the connection to {redacted(url)}: {text}")
+        return DatabaseUnavailable(f"lost the connection to {where}: {text}")
     if type(original).__name__ in ("OperationalError", "InterfaceError"):
-        return DatabaseUnavailable(f"cannot use {redacted(url)}: {text}")
-    return StorageError(f"database error on {redacted(url)}: {text}")
+        return DatabaseUnavailable(f"cannot use {where}: {text}")
+    return StorageError(f"database error on {where}: {text}")
 
 
 @contextmanager

@@ -11,6 +11,11 @@ class DatabaseUnavailable(StorageError):
     """The database cannot be reached or opened (wrong URL, server down, unreadable file)."""
 
 
+class DatabaseFull(DatabaseUnavailable):
+    """The disk (or the database's quota) is full; nothing of the failed write was kept, and
+    writing resumes once space is freed."""
+
+
 class DatabaseCorrupt(StorageError):
     """The file or schema is not a database this project can use."""
 

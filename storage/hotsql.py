@@ -65,7 +65,9 @@ class HotSql:
         """The SELECT for `count` ids, and whether the ids go in as one array parameter."""
         if self.sqlite:
             return f"{self.select_entities}id IN ({', '.join('?' * count)})", False
-        suffix = " ORDER BY id FOR UPDATE" if lock else ""
+        # one global lock order (code points == Python's str order), across chunks: see
+        # UnitOfWork.lock_entities; NO KEY: child inserts (parent_id) need not wait for it
+        suffix = ' ORDER BY id COLLATE "C" FOR NO KEY UPDATE' if lock else ""
         return f"{self.select_entities}id = ANY(%s){suffix}", True
 
     def entity_from(self, values: Sequence[Any]) -> EntityRow:

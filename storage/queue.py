@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 
+from storage.database import redact_text
 from storage.hotsql import ENTITY_COLUMNS
 from storage.records import Claim, EntityRow, RefreshMark, ScheduledCommandRow
 from storage.store import UnitOfWork
@@ -171,7 +172,9 @@ def complete_command(
                 commands.c.done_at.is_(None),
             )
         )
-        .values(done_at=now, outcome=outcome[:2000], claimed_by=None, claim_expires_at=None)
+        .values(
+            done_at=now, outcome=redact_text(outcome)[:2000], claimed_by=None, claim_expires_at=None
+        )
     )
     return result.rowcount == 1
 

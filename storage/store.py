@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select
+from sqlalchemy import Connection, Row, func, inspect, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from storage.database import READ_ONLY, open_engine, redacted, resolve_url, translate, translated
-from storage.errors import DuplicateEntity, StorageError, VersionConflict
+from storage.database import (
+    READ_ONLY,
+    check_existing,
+    open_engine,
+    redacted,
+    resolve_url,
+    sqlite_path,
+    translate,
+    translated,
+)
+from storage.errors import (
+    DatabaseCorrupt,
+    DuplicateEntity,
+    EntityNotFound,
+    StorageError,
+    VersionConflict,
+)
 from storage.hotsql import HotSql
 from storage.records import EntityRow, EntityUpdate, StateCount, TransitionRow
 from storage.tables import definition_table, entity_table, transition_table
+from storage.wal_space import WalSpace
+from storage.wal_space import disk_full as _disk_full
 
 _LOCK_CHUNK = 500
 
@@ -84,7 +102,8 @@ class UnitOfWork:
         return self._lock_rows
 
     def insert_entities(self, rows: Sequence[EntityRow]) -> None:
-        """Insert new entities; `DuplicateEntity` names an id that is taken (or repeated)."""
+        """Insert new entities; `DuplicateEntity` names an id that is taken (or repeated),
+        `EntityNotFound` a parent that does not exist."""
         seen: set[str] = set()
         for row in rows:
             if row.id in seen:
@@ -93,8 +112,14 @@ class UnitOfWork:
         taken = self._existing(list(seen))
         if taken:
             raise DuplicateEntity(min(taken))
+        parents = {r.parent_id for r in rows if r.parent_id is not None} - seen
+        missing = parents - self._existing(sorted(parents))
+        if missing:
+            raise EntityNotFound(min(missing))
         if rows:
-            params = [self._hot.entity_params(r) for r in rows]
+            # one global order, so concurrent creators wait for each other instead of deadlocking
+            ordered = sorted(rows, key=lambda r: r.id) if self._lock_rows else rows
+            params = [self._hot.entity_params(r) for r in ordered]
             self._driver(self._hot.insert_entity, params, many=True)
 
     def ensure_definition(
@@ -117,8 +142,14 @@ class UnitOfWork:
         return found
 
     def lock_entities(self, ids: Iterable[str]) -> dict[str, EntityRow]:
-        """Read the given entities and, where the database can, lock them until commit."""
+        """Read the given entities and, where the database can, lock them until commit.
+
+        Rows are locked in one global order (code points, i.e. `COLLATE "C"`), across chunks
+        too, so two batches over the same entities in any order wait instead of deadlocking.
+        """
         wanted = list(dict.fromkeys(ids))
+        if self._lock_rows:
+            wanted.sort()
         found: dict[str, EntityRow] = {}
         hot = self._hot
         for start in range(0, len(wanted), _LOCK_CHUNK):
@@ -172,26 +203,58 @@ class UnitOfWork:
         raise StorageError("an update matched fewer rows than expected")
 
 
+class _WriterSlot:
+    """A thread's SQLite write connection. Only the thread's locals refer to it, so it dies
+    with the thread, and its finalizer gives the connection back to the pool."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+
 class Store:
     """A database of entities and their transitions, opened from a URL."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, read_only: bool = False) -> None:
         self.url = resolve_url(url)
-        self.engine = open_engine(self.url)
+        self.read_only = read_only
+        self.engine = open_engine(self.url, read_only=read_only)
         self.dialect = self.engine.dialect.name
         self._hot = HotSql(self.dialect)
         self._local = threading.local()
-        self._writers: list[Connection] = []
+        self._writers: weakref.WeakSet[_WriterSlot] = weakref.WeakSet()
         self._writers_lock = threading.Lock()
+        path = sqlite_path(self.url) if self.dialect == "sqlite" and not read_only else None
+        self._space = WalSpace(path) if path is not None else None
+
+    @classmethod
+    def open_existing(cls, url: str | None = None) -> Store:
+        """A read-only store on an existing fsm database: nothing is created, migrated, written
+        or locked (readers never wait for a writer)."""
+        resolved = resolve_url(url)
+        check_existing(resolved)
+        store = cls(resolved, read_only=True)
+        try:
+            with store.reading() as conn:
+                has_schema = inspect(conn).has_table("entity")
+            if not has_schema:
+                raise DatabaseCorrupt(
+                    f"{redacted(resolved)} is not an fsm database (no entity table)"
+                )
+            return store
+        except BaseException:
+            store.close()
+            raise
 
     def __repr__(self) -> str:
         return f"Store({redacted(self.url)!r})"
 
     def close(self) -> None:
         with self._writers_lock:
-            writers, self._writers = self._writers, []
-        for conn in writers:
-            conn.close()
+            writers, self._writers = list(self._writers), weakref.WeakSet()
+        for slot in writers:
+            slot.conn.close()
         self._local = threading.local()
         self.engine.dispose()
 
@@ -210,26 +273,35 @@ class Store:
                     yield UnitOfWork(conn, self._hot, lock_rows=True)
                 return
             conn = self._writer()
+            if self._space is not None:
+                self._space.before_write(conn)
             try:
                 with conn.begin():
                     yield UnitOfWork(conn, self._hot, lock_rows=False)
-            except BaseException:
+            except BaseException as exc:
                 if conn.invalidated:
                     self._local.writer = None
                     conn.close()
+                elif self._space is not None and _disk_full(exc):
+                    self._space.filled(conn)
                 raise
+            if self._space is not None:
+                self._space.after_write(conn)
         except SQLAlchemyError as exc:
             raise translate(exc, self.url) from exc
 
     def _writer(self) -> Connection:
-        """This thread's SQLite write connection, kept checked out between transactions: the
-        pool's checkout, reset-on-return and check-in cost more than a one-row commit."""
-        conn: Connection | None = getattr(self._local, "writer", None)
-        if conn is None or conn.closed:
-            conn = self._local.writer = self.engine.connect()
+        """This thread's SQLite write connection, kept checked out between transactions (the
+        pool's checkout, reset-on-return and check-in cost more than a one-row commit) and
+        given back when the thread ends."""
+        slot: _WriterSlot | None = getattr(self._local, "writer", None)
+        if slot is None or slot.conn.closed:
+            conn = self.engine.connect()
+            slot = self._local.writer = _WriterSlot(conn)
+            weakref.finalize(slot, conn.close)
             with self._writers_lock:
-                self._writers.append(conn)
-        return conn
+                self._writers.add(slot)
+        return slot.conn
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

@@ -191,7 +191,7 @@ def test_batch_isolates_failures_per_event(engine: Engine, hooks: Hooks) -> None
         "VersionConflict",
         "EntityNotFound",
         "CallbackError",
-        "FsmError",
+        "InvalidInput",
         "STARTING",
     ]
     assert engine.get(good.id).state == "STARTING"

@@ -1,0 +1,194 @@
+"""A batch of events staged in memory on rows locked in one unit of work, then written at once.
+
+Every event is checked field by field (`check_event`) before it can touch its entity: a bad one
+gets its own `InvalidInput` outcome and the others still commit. Entity data is redacted before
+it is merged, so no secret reaches the head row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from fsm import validation
+from fsm.errors import FsmError, InvalidInput
+from fsm.events import Event, Outcome
+from fsm.redaction import policy
+from storage import (
+    EntityNotFound,
+    EntityRow,
+    EntityUpdate,
+    TransitionRow,
+    UnitOfWork,
+    VersionConflict,
+)
+
+if TYPE_CHECKING:
+    from fsm.engine import Engine
+    from fsm.lifecycle import Lifecycle
+
+_MAX_TEXT = validation.MAX_TEXT
+_SOURCES: set[str] = set()  # sources seen valid: a handful of names, checked once each
+
+
+def check_event(event: object) -> Event:
+    """The event with every field validated (data copied with its secrets masked); raises
+    `InvalidInput` naming the first bad field.
+
+    On the hot path: the id is checked inline, a source once, and a name only for its type (a
+    string that is no trigger of the lifecycle is refused as `InvalidEvent` when it applies)."""
+    if type(event) is not Event and not isinstance(event, Event):
+        raise InvalidInput("event", f"must be an fsm.Event, not {type(event).__name__}")
+    entity_id, name, payload, source, observed_at, expected_version, data = event
+    if (
+        type(entity_id) is not str
+        or not 0 < len(entity_id) <= _MAX_TEXT
+        or not entity_id.isascii()
+        or "\x00" in entity_id
+    ):
+        validation.text(entity_id, "entity_id")
+    if type(name) is not str:
+        validation.text(name, "event")
+    if type(source) is not str or source not in _SOURCES:
+        validation.text(source, "source")
+        if len(_SOURCES) < 1024:
+            _SOURCES.add(source)
+    if payload is None and data is None and observed_at is None and expected_version is None:
+        return event
+    if payload is not None:
+        validation.check_json(payload, "payload")  # guards see it as given; history: redacted
+    if data is not None:
+        data = check_data(data)
+    if observed_at is not None:
+        validation.aware_time(observed_at, "observed_at")
+    if expected_version is not None:
+        # any integer: one the entity never had is simply a conflict
+        validation.count(expected_version, "expected_version", minimum=-validation.MAX_INT)
+    return Event(entity_id, name, payload, source, observed_at, expected_version, data)
+
+
+def check_data(data: object, field: str = "data") -> dict[str, Any]:
+    """Entity data as it may be stored: a JSON mapping, copied with every secret masked."""
+    validation.check_json(data, field)
+    redacted: dict[str, Any] = policy.redact(data)
+    return redacted
+
+
+class Head:
+    """The working copy of one entity inside a batch; committed to the store at the end."""
+
+    __slots__ = (
+        "data",
+        "data_changed",
+        "deadline_at",
+        "definition_version",
+        "entered_at",
+        "next_refresh_at",
+        "row",
+        "seq",
+        "state",
+        "terminal",
+        "version",
+    )
+
+    def __init__(self, row: EntityRow) -> None:
+        self.row = row
+        self.state = row.state
+        self.version = row.version
+        self.seq = row.seq
+        self.entered_at = row.state_entered_at
+        self.deadline_at = row.deadline_at
+        self.next_refresh_at = row.next_refresh_at
+        self.terminal = row.terminal
+        self.definition_version = row.definition_version
+        self.data: dict[str, Any] = row.data
+        self.data_changed = False
+
+    def merge(self, data: Mapping[str, Any]) -> bool:
+        """Merge already checked data; True if anything changed."""
+        merged = {**self.data, **data}
+        if merged == self.data:
+            return False
+        self.data = merged
+        self.data_changed = True
+        return True
+
+    def update(self, now: datetime) -> EntityUpdate:
+        return EntityUpdate(
+            id=self.row.id,
+            expected_version=self.row.version,
+            state=self.state,
+            terminal=self.terminal,
+            version=self.version,
+            seq=self.seq,
+            state_entered_at=self.entered_at,
+            deadline_at=self.deadline_at,
+            next_refresh_at=self.next_refresh_at,
+            updated_at=now,
+            definition_version=self.definition_version,
+            data=self.data if self.data_changed else None,
+        )
+
+
+class StagedBatch:
+    """Events applied in memory to rows locked in one unit of work, written by `flush`."""
+
+    def __init__(
+        self, engine: Engine, uow: UnitOfWork, rows: Mapping[str, EntityRow], now: datetime
+    ) -> None:
+        self.engine = engine
+        self.uow = uow
+        self.rows = rows
+        self.now = now
+        self.heads: dict[str, Head] = {}
+        self.transitions: list[TransitionRow] = []
+        self.used: set[Lifecycle] = set()
+
+    def head(self, entity_id: str) -> Head | None:
+        head = self.heads.get(entity_id)
+        if head is None:
+            row = self.rows.get(entity_id)
+            if row is None:
+                return None
+            head = self.heads[entity_id] = Head(row)
+        return head
+
+    def add(self, event: Event) -> Outcome:
+        """Stage one event; its outcome carries its error (nothing of it is staged then)."""
+        try:
+            checked = check_event(event)
+        except InvalidInput as exc:
+            return Outcome(event, error=exc)
+        return self.add_checked(event, checked)
+
+    def add_checked(self, event: Event, checked: Event) -> Outcome:
+        """Stage an event `check_event` accepted (`event` is what the caller gave)."""
+        head = self.head(checked.entity_id)
+        if head is None:
+            return Outcome(event, error=EntityNotFound(checked.entity_id))
+        try:
+            transition = self.engine._step(head, checked, self.now)
+        except (FsmError, VersionConflict) as exc:
+            return Outcome(event, head.state, head.version, error=exc)
+        if transition is not None:
+            self.transitions.append(transition)
+        return Outcome(event, head.state, head.version, transition)
+
+    def merge_data(self, entity_id: str, data: Mapping[str, Any]) -> bool:
+        """Record data with no event (e.g. a tunnel was closed); True if anything changed."""
+        head = self.head(entity_id)
+        if head is None:
+            raise EntityNotFound(entity_id)
+        if not head.merge(check_data(data)):
+            return False
+        head.version += 1
+        return True
+
+    def flush(self) -> None:
+        """Write every changed head and the staged transitions (still inside the transaction)."""
+        heads = self.heads.values()
+        changed = [h.update(self.now) for h in heads if h.version != h.row.version]
+        self.used = {self.engine.lifecycles[h.row.lifecycle] for h in heads if h.seq != h.row.seq}
+        self.engine._store_definitions(self.uow, self.used, self.now)
+        self.uow.write(changed, self.transitions)
