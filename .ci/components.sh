@@ -13,6 +13,9 @@ command -v fio >/dev/null 2>&1 || need_apt+=(fio)
 command -v sudo >/dev/null 2>&1 || need_apt+=(sudo)
 command -v sysctl >/dev/null 2>&1 || need_apt+=(procps)
 command -v redis-benchmark >/dev/null 2>&1 || need_apt+=(redis-tools)
+# chattr: the local backend's read-only lock file test; chromium: the web view's browser tests
+command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v unshare >/dev/null 2>&1 && command -v nsenter >/dev/null 2>&1 || need_apt+=(util-linux)
 need_redis_server=false
 command -v redis-server >/dev/null 2>&1 || { need_redis_server=true; need_apt+=(redis-server); }

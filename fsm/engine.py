@@ -139,6 +139,32 @@ class Engine(EngineReads):
     def create_many(self, items: Iterable[NewEntity]) -> list[EntityRow]:
         """Create entities in one transaction: all of them, or (on any error) none."""
         now = self.now()
+        rows, used = self._new_rows(items, now)
+
+        def write() -> None:
+            with self.store.transaction() as uow:
+                self._store_definitions(uow, used.values(), now)
+                uow.insert_entities(rows)
+
+        _once_more_if_full(write)
+        self._stored_versions.update((lc.name, lc.version) for lc in used.values())
+        return rows
+
+    def create_in(self, uow: UnitOfWork, items: Iterable[NewEntity]) -> list[EntityRow]:
+        """Create entities inside a caller's open transaction, validated as `create_many` does.
+
+        For runtimes whose transition must bring its children into being atomically (a host
+        command and its operation, a supervisor and its next attempt): both commit or neither.
+        """
+        now = self.now()
+        rows, used = self._new_rows(items, now)
+        self._store_definitions(uow, used.values(), now)
+        uow.insert_entities(rows)
+        return rows
+
+    def _new_rows(
+        self, items: Iterable[NewEntity], now: datetime
+    ) -> tuple[list[EntityRow], dict[str, Lifecycle]]:
         rows: list[EntityRow] = []
         used: dict[str, Lifecycle] = {}
         if not isinstance(items, Iterable) or isinstance(items, (str, bytes, Mapping)):
@@ -170,15 +196,7 @@ class Engine(EngineReads):
                     parent_id=item.parent_id,
                 )
             )
-
-        def write() -> None:
-            with self.store.transaction() as uow:
-                self._store_definitions(uow, used.values(), now)
-                uow.insert_entities(rows)
-
-        _once_more_if_full(write)
-        self._stored_versions.update((lc.name, lc.version) for lc in used.values())
-        return rows
+        return rows, used
 
     # -- applying events ---------------------------------------------------------------------
 
