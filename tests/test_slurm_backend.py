@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from backends.base import CommandFailed
-from backends.slurm import ScriptError, SlurmBackend, job_tag, submit_service
+from backends.slurm import ScriptError, SlurmBackend, submit_service
 from backends.slurm.blackfish import Service
 from backends.slurm.fake import FakeSlurm
 from fsm import Engine, FsmError, InvalidEvent, ManualClock
@@ -78,9 +80,20 @@ def test_two_hundred_jobs_cost_one_squeue(
     clock.advance(60)
     stats = worker.refresh()
     assert stats.claimed == 200 and stats.backend_calls == 2  # batches of 100
-    assert backend.calls["squeue"] == 2 and backend.cycle_calls == 1
+    assert backend.calls["squeue"] == 2
+    # the jobs that ended: one more call per batch for their exit codes (the first also
+    # learns that accounting is off: sacct says so, scontrol answers)
+    assert backend.calls["scontrol"] == 2 and backend.calls["sacct"] == 1
     assert backend.calls["grep"] == 2  # the ports of the running jobs, once per batch
-    assert not {"sacct", "scontrol", "sbatch", "scancel"} & set(backend.calls)
+    assert not {"sbatch", "scancel"} & set(backend.calls)
+    failed = [engine.get(i) for i in ids[2::3]]
+    assert {e.state for e in failed} == {"FAILED"}
+    assert all(engine.history(e.id)[-1].payload["exit_code"] == "0:0" for e in failed)
+    backend.calls.clear()
+    clock.advance(60)
+    stats = worker.refresh()
+    assert stats.claimed == 134 and backend.calls["squeue"] == 2 and backend.cycle_calls == 1
+    assert not {"sacct", "scontrol", "sbatch", "scancel"} & set(backend.calls)  # grep: no port yet
 
 
 def test_vanished_jobs_cost_one_more_call(
@@ -94,7 +107,7 @@ def test_vanished_jobs_cost_one_more_call(
     clock.advance(120)
     entities = [engine.get(i) for i in ids]
     backend.observe(entities, clock())  # learns that accounting is off (sacct says so)
-    assert backend.cycle_calls == 2 and backend.accounting is False
+    assert backend.cycle_calls == 3 and backend.accounting is False  # and asks scontrol
     observations = backend.observe(entities, clock())
     assert backend.cycle_calls == 2
     assert fake.log[-1][:3] == ("scontrol", "show", "job")
@@ -248,19 +261,24 @@ def test_a_controller_outage_changes_nothing(
             fake.set_state(job_of(engine, entity_id), "RUNNING", port=port)
         step(worker, clock)
         assert {engine.get(i).state for i in ids} == {"HEALTHY"}
-        before = {i: engine.get(i).version for i in ids}
         fake.stop_controller()
         fake.set_state(job_of(engine, ids[0]), "FAILED")  # happens while we cannot see it
-        for _ in range(3):
+        for _ in range(2):  # squeue fails, but the known endpoints still answer their pings
             clock.advance(600)
             stats = worker.tick()
-            assert stats.failed_observations == 3 and stats.transitions == 0
-        assert {i: engine.get(i).version for i in ids} == before
-        assert all(engine.get(i).observation_failures == 3 for i in ids)
-        fake.start_controller()
-        step(worker, clock, 600)
+            assert stats.failed_observations == 0
+            assert {engine.get(i).state for i in ids} == {"HEALTHY"}
+    before = {i: engine.get(i).version for i in ids}
+    for _ in range(3):  # neither squeue nor the ping answer: nothing changes
+        clock.advance(600)
+        stats = worker.tick()
+        assert stats.failed_observations == 3 and stats.transitions == 0
+    assert {i: engine.get(i).version for i in ids} == before
+    assert all(engine.get(i).observation_failures == 3 for i in ids)
+    fake.start_controller()
+    step(worker, clock, 600)
     assert engine.get(ids[0]).state == "FAILED"
-    assert engine.get(ids[1]).state == "HEALTHY"
+    assert engine.get(ids[1]).state == "UNHEALTHY"  # the job runs, the service does not answer
     assert engine.get(ids[1]).observation_failures == 0
 
 
@@ -310,7 +328,8 @@ def test_a_retried_submit_adopts_its_job(
     first = backend.submit_job("svc-1", {"job_options": JOB, "container_options": BOX})
     again = backend.submit_job("svc-1", {"job_options": JOB, "container_options": BOX})
     assert first == again and fake.count("sbatch") == 1
-    assert fake.jobs[first].comment == job_tag("svc-1")
+    assert fake.jobs[first].comment == backend.tag("svc-1")
+    assert fake.jobs[first].name == "svc." + backend.tag("svc-1")
 
 
 def test_invalid_options_submit_nothing(
@@ -347,6 +366,10 @@ def test_from_config_and_the_entry_point() -> None:
             "kind": "slurm",
             "health_path": "/health",
             "accounting": False,
+            "bin_dir": "/opt/slurm/bin",
+            "command_paths": {"sacct": "/usr/local/bin/sacct"},
+            "ping_host": {"gpu01": "10.0.0.1"},
+            "observe_timeout": 10,
             "transport": {
                 "kind": "ssh",
                 "host": "login.example.org",
@@ -356,12 +379,29 @@ def test_from_config_and_the_entry_point() -> None:
         }
     )
     try:
-        assert isinstance(backend, SlurmBackend) and backend.tunnel
+        assert isinstance(backend, SlurmBackend) and backend.observer.tunnel
         assert backend.transport.checking == "yes"  # type: ignore[attr-defined]
+        assert backend.observe_timeout == 10 and backend.accounting is False
+        settings = backend.settings
+        assert settings.command_path("squeue") == "/opt/slurm/bin/squeue"
+        assert settings.command_path("sacct") == "/usr/local/bin/sacct"
+        assert settings.command_path("grep") == "grep"
+        assert settings.ping_address("gpu01") == "10.0.0.1"
+        assert settings.ping_address("gpu02") == "gpu02"
     finally:
         backend.close()
     with pytest.raises(ValueError, match="unknown"):
         SlurmBackend.from_config({"kind": "slurm", "bogus": 1})
+    for bad in (
+        {"bin_dir": "relative/bin"},
+        {"command_paths": {"sbatch": "sbatch; rm -rf /"}},
+        {"command_paths": {"bash": "/bin/bash"}},
+        {"ping_host": {"gpu01": "-oProxyCommand=x"}},
+        {"observe_timeout": 0},
+        {"health_path": "health"},
+    ):
+        with pytest.raises(ValueError, match="invalid slurm backend settings"):
+            SlurmBackend.from_config({"kind": "slurm", **bad})
     with pytest.raises(ValueError, match="ssh host"):
         SlurmBackend.from_config({"transport": {"kind": "ssh", "host": "-oProxyCommand=x"}})
 
@@ -374,7 +414,7 @@ def test_blackfish_service(
 ) -> None:
     async def scenario() -> None:
         service = Service(engine, worker, backend)
-        await service.start(BOX, JOB)
+        assert await service.start(BOX, JOB, timeout=0) == "PENDING"  # waited 0 s
         assert service.status == "PENDING"
         job = await service.get_job()
         assert job is not None and job.state == "PENDING"
@@ -382,6 +422,10 @@ def test_blackfish_service(
         with http_server() as port:
             fake.set_state(job.job_id, "RUNNING", port=port)
             assert await service.refresh() == "HEALTHY"
+            # Blackfish's documented order: ping first; a good ping needs no squeue
+            before = fake.count("squeue")
+            assert await service.refresh() == "HEALTHY"
+            assert fake.count("squeue") == before
             assert await service.open_tunnel() is None  # local cluster: no tunnel needed
             await service.stop(delay=30)
             assert service.status == "HEALTHY"  # the stop is scheduled, persisted
@@ -401,7 +445,7 @@ def test_blackfish_stop_flags(
 ) -> None:
     async def scenario() -> None:
         service = Service(engine, worker, backend)
-        await service.start(BOX, JOB)
+        await service.start(BOX, JOB, timeout=0)
         await service.stop(**{flag: True})
         assert service.status == final
         job = await service.get_job()
@@ -419,12 +463,42 @@ def test_blackfish_start_retried_after_a_failed_sbatch(
         service = Service(engine, worker, backend, id="svc-retry")
         fake.stop_controller()
         with pytest.raises(CommandFailed, match="Unable to contact slurm controller"):
-            await service.start(BOX, JOB)
+            await service.start(BOX, JOB, timeout=0)
         assert service.status == "SUBMITTED"  # recorded, no job yet; nothing else changed
         fake.start_controller()
-        await service.start(BOX, JOB)  # the same service, submitted now
+        await service.start(BOX, JOB, timeout=0)  # the same service, submitted now
         assert service.status == "PENDING" and fake.count("sbatch") == 1
         with pytest.raises(FsmError, match="starts once"):
-            await service.start(BOX, JOB)
+            await service.start(BOX, JOB, timeout=0)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("ending", ["HEALTHY", "FAILED"])
+def test_blackfish_start_waits_until_healthy_or_final(
+    engine: Engine, worker: Worker, backend: SlurmBackend, fake: FakeSlurm, ending: str
+) -> None:
+    """Seed 004: start "waits for the service to start" (bounded by `timeout`)."""
+
+    def cluster_runs_it(port: int) -> None:
+        deadline = time.monotonic() + 10
+        while not fake.jobs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        job = next(iter(fake.jobs))
+        time.sleep(0.2)
+        if ending == "HEALTHY":
+            fake.set_state(job, "RUNNING", port=port)
+        else:
+            fake.set_state(job, "FAILED", exit_code="1:0")
+
+    async def scenario(port: int) -> str:
+        service = Service(engine, worker, backend)
+        runner = threading.Thread(target=cluster_runs_it, args=(port,))
+        runner.start()
+        try:
+            return await service.start(BOX, JOB, timeout=20, every=0.05)
+        finally:
+            runner.join()
+
+    with http_server() as port:
+        assert asyncio.run(scenario(port)) == ending
