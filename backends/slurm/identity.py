@@ -7,8 +7,9 @@ id recorded in an entity's data is caller-writable. So a job is taken for an ent
   symlink): nobody without the key can name a job for an entity, and one entity's tag never
   fits another's job;
 - it belongs to the user we submit as (a stranger cannot submit a job as us, whatever its name);
-- its submit time is the one we saw first for it (bound on first sight), so a later job of ours
-  that somehow reused the id is still not taken for the old one.
+- its submit time is not before the one we saw first for it (bound on first sight; a requeue
+  moves a job's submit time on, never back), so an older record of the id — accounting keeps
+  every job that ever had it — is never taken for ours.
 `scancel` is sent with `--name=<that exact name> --user=<uid>` as well as the job id, so the
 controller itself refuses to signal a job that is not the one just confirmed.
 """
@@ -95,9 +96,10 @@ class Identity:
     ) -> bool:
         """Whether `record` is the job we submitted for `entity_id` (see the module docstring).
 
-        `submit_time` is the one bound at first sight (None before that)."""
+        `submit_time` is the one bound at first sight (None before that). Both are printed by
+        the same controller in the same `%Y-%m-%dT%H:%M:%S` form, so they compare as text."""
         if uid is None or record.uid != uid:
             return False
         if not record.name.endswith("." + self.tag(entity_id)):
             return False
-        return submit_time is None or not record.submit or record.submit == submit_time
+        return submit_time is None or not record.submit or record.submit >= submit_time
