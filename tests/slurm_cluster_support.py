@@ -18,7 +18,7 @@ from backends.slurm import LocalTransport, SlurmBackend, submit_service
 from fsm import Engine
 from fsm.verify import verify_store
 from fsm.worker import Worker, WorkerSettings
-from tests.slurm_support import require, tick_until
+from tests.slurm_support import cluster_problem, require, tick_until
 
 CONF = Path("/etc/slurm/slurm.conf")
 PID_FILE = Path("/run/slurmctld.pid")
@@ -35,7 +35,7 @@ def run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str
 class Rig:
     """Engine on a SQLite file + a worker driving the real cluster, with fast refreshes."""
 
-    def __init__(self, folder: Path, *, timeout: float = 3.0) -> None:
+    def __init__(self, folder: Path, *, timeout: float = 6.0) -> None:
         self.engine = Engine(f"sqlite:///{folder}/fsm.db", refresh_scale=0.05)
         self.backend = SlurmBackend(
             LocalTransport(timeout=timeout),
@@ -125,9 +125,9 @@ def start_controller() -> None:
     binary = shutil.which("slurmctld") or "/usr/sbin/slurmctld"
     if controller_pid() is None:
         subprocess.run([binary], check=True, timeout=30)
-    deadline = time.monotonic() + 40
-    while run(["squeue", "-h"]).returncode != 0:
-        assert time.monotonic() < deadline, "slurmctld did not come back"
+    deadline = time.monotonic() + 60
+    while run(["squeue", "-h"]).returncode != 0 or cluster_problem() is not None:
+        assert time.monotonic() < deadline, "slurmctld did not come back (or its node)"
         time.sleep(0.25)
 
 

@@ -158,16 +158,24 @@ def test_controller_sigkilled_for_20s_while_starting_and_healthy(rig: Rig) -> No
 
 
 def test_job_ids_wrap_into_a_strangers_job(rig: Rig) -> None:
-    """Issue 9, case 1, and a job purged while no worker ran: MinJobAge=5 and a four-id range.
+    """Issue 9, case 1, and a job purged while no worker ran: MinJobAge=5 and an 8-id range.
     Our HEALTHY service's job is cancelled behind our back and purged; another user's job
     gets its id. The worker then learns our job's real end from accounting, never takes the
     stranger's job for ours, and never signals it."""
-    with knobs(MinJobAge=5, FirstJobId=70000, MaxJobId=70003):
+    with knobs(MinJobAge=5, FirstJobId=70000, MaxJobId=70007):
+        leftovers = run(["squeue", "-h", "-o", "%i %j"]).stdout.split("\n")
+        for line in leftovers:  # jobs earlier scenario runs left (e.g. a timed-out sbatch)
+            if " fsm-scn." in line:
+                run(["scancel", line.split()[0]])
+        deadline = time.monotonic() + 90
+        while run(["squeue", "-h", "-t", "all"]).stdout.strip():  # old jobs purged: ids free
+            assert time.monotonic() < deadline, "old jobs were not purged"
+            time.sleep(0.5)
         entity_id = rig.start(HTTP)
         assert rig.until(entity_id, "HEALTHY") == "HEALTHY"
         job = rig.job(entity_id)
         assert run(["scancel", job]).returncode == 0  # ended while no worker runs
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while slurm_state(job) != "GONE":  # purged from the controller (MinJobAge)
             assert time.monotonic() < deadline, "the job was not purged"
             time.sleep(0.5)
