@@ -39,7 +39,12 @@ class Rig:
 
     def __init__(self, path: Path, timeout: float = 5.0) -> None:
         self.engine = Engine(f"sqlite:///{path}", refresh_scale=0.1)
-        self.backend = SlurmBackend(LocalTransport(timeout=timeout), health_timeout=1.0)
+        self.backend = SlurmBackend(
+            LocalTransport(timeout=timeout),
+            health_path="/",
+            health_timeout=1.0,
+            key_file=f"{path}.key",
+        )
         settings = WorkerSettings(max_backoff=1.0)
         self.worker = Worker(self.engine, [self.backend], settings=settings)
 
@@ -59,7 +64,7 @@ class Rig:
     def close(self) -> None:
         for entity in self.engine.list_entities():
             if not entity.terminal and "job_id" in entity.data:
-                self.backend.cancel(entity.id, str(entity.data["job_id"]))
+                self.backend.confirm_and_cancel(entity)
         self.backend.close()
         self.engine.close()
 
