@@ -108,7 +108,7 @@ def test_the_life_cycle_through_ssh_and_a_tunnel(rig: SshRig) -> None:
     assert rig.engine.get(entity_id).data["tunnel"] is None
     time.sleep(0.5)
     assert not _alive(again["pid"])
-    job = rig.backend.squeue([str(data["job_id"])])[str(data["job_id"])]
+    job = rig.backend.cluster.squeue([str(data["job_id"])])[str(data["job_id"])]
     assert job.state in ("CANCELLED", "COMPLETING")
     calls = dict(rig.backend.calls)
     print(f"\nover ssh: SUBMITTED -> HEALTHY in {healthy_after:.1f}s, commands run: {calls}")
