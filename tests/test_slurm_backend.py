@@ -332,6 +332,28 @@ def test_a_retried_submit_adopts_its_job(
     assert fake.jobs[first].name == "svc." + backend.tag("svc-1")
 
 
+def test_a_submit_looks_only_for_its_own_job_name(
+    engine: Engine, worker: Worker, backend: SlurmBackend, fake: FakeSlurm
+) -> None:
+    """No full listing per submit: the retry check asks for that one job name, as our user."""
+    for _ in range(3):
+        start(engine, worker, backend)
+    listings = [argv for argv in fake.log if argv[0] == "squeue"]
+    assert len(listings) == 3 and fake.count("sbatch") == 3
+    for argv in listings:
+        assert "--me" in argv and argv[argv.index("--name") + 1].startswith("svc.fsm")
+
+
+def test_a_hung_squeue_costs_at_most_the_cycle_budget(engine: Engine, clock: ManualClock) -> None:
+    fake = FakeSlurm(down_delay=60, timeout=30)
+    backend = SlurmBackend(fake, observe_timeout=0.5)
+    entity_id = submit_service(engine, Worker(engine, [backend]), backend, JOB, BOX)
+    fake.stop_controller()
+    begin = time.monotonic()
+    observation = backend.observe([engine.get(entity_id)], clock())[0]
+    assert observation.failure == "timeout" and time.monotonic() - begin < 5
+
+
 def test_invalid_options_submit_nothing(
     engine: Engine, worker: Worker, backend: SlurmBackend, fake: FakeSlurm
 ) -> None:
