@@ -332,6 +332,26 @@ def test_a_retried_submit_adopts_its_job(
     assert fake.jobs[first].name == "svc." + backend.tag("svc-1")
 
 
+def test_lost_after_counts_from_when_the_job_was_last_seen(
+    engine: Engine, worker: Worker, backend: SlurmBackend, fake: FakeSlurm, clock: ManualClock
+) -> None:
+    """A long-running service whose job record vanishes is not FAILED on the first cycle."""
+    entity_id = start(engine, worker, backend)
+    job = job_of(engine, entity_id)
+    with http_server() as port:
+        fake.set_state(job, "RUNNING", port=port)
+        for _ in range(20):  # ten minutes HEALTHY: far past lost_after since the submit
+            step(worker, clock, 30)
+        assert engine.get(entity_id).state == "HEALTHY"
+        fake.forget(job)
+        fake.jobs[job].port = None
+        step(worker, clock, 30)
+        assert engine.get(entity_id).state == "HEALTHY"  # 30 s unseen < lost_after (60 s)
+        step(worker, clock, 40)
+    assert engine.get(entity_id).state == "FAILED"
+    assert "unknown" in engine.history(entity_id)[-1].payload["cause"]
+
+
 def test_a_submit_looks_only_for_its_own_job_name(
     engine: Engine, worker: Worker, backend: SlurmBackend, fake: FakeSlurm
 ) -> None:

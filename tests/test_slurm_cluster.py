@@ -62,6 +62,10 @@ class Rig:
         return tick_until(self.worker, self.engine, entity_id, states, timeout)
 
     def close(self) -> None:
+        from fsm.verify import verify_store
+
+        violations = verify_store(self.engine.store, self.engine.lifecycles)
+        assert violations == [], [str(v) for v in violations]  # `fsm verify` is clean
         for entity in self.engine.list_entities():
             if not entity.terminal and "job_id" in entity.data:
                 self.backend.confirm_and_cancel(entity)
