@@ -148,20 +148,24 @@ def test_controller_sigkilled_for_20s_while_starting_and_healthy(rig: Rig) -> No
             time.sleep(0.2)
     finally:
         start_controller()
-    assert rig.until(ending, "TIMEOUT") == "TIMEOUT"
-    deadline = time.monotonic() + 60
-    while slurm_state(rig.job(ending)) not in ("CANCELLED", "GONE"):
-        rig.worker.tick()  # the release obligation is retried now the controller answers
-        assert time.monotonic() < deadline, "the ended service's job was never cancelled"
-        time.sleep(0.25)
-    for _ in range(8):
-        rig.worker.tick()
-        time.sleep(0.2)
-    assert rig.engine.get(healthy).state == "HEALTHY"
-    assert rig.engine.get(starting).state in ("STARTING", "HEALTHY")
-    for name, entity_id in (("healthy", healthy), ("starting", starting), ("ending", ending)):
-        rig.record(f"slurmctld SIGKILL 20 s: {name}", entity_id)
-    rig.verify()
+    try:
+        assert rig.until(ending, "TIMEOUT") == "TIMEOUT"
+        deadline = time.monotonic() + 60
+        while slurm_state(rig.job(ending)) not in ("CANCELLED", "GONE"):
+            rig.worker.tick()  # the release obligation is retried now the controller answers
+            assert time.monotonic() < deadline, "the ended service's job was never cancelled"
+            time.sleep(0.25)
+        for _ in range(8):
+            rig.worker.tick()
+            time.sleep(0.2)
+        assert rig.engine.get(healthy).state == "HEALTHY"
+        assert rig.engine.get(starting).state in ("STARTING", "HEALTHY")
+        rig.verify()
+    finally:
+        for name, entity_id in (("healthy", healthy), ("starting", starting), ("ending", ending)):
+            rig.record(
+                f"slurmctld SIGKILL 20 s: {name} (job {slurm_state(rig.job(entity_id))})", entity_id
+            )
 
 
 def test_job_ids_wrap_into_a_strangers_job(rig: Rig) -> None:
