@@ -352,6 +352,41 @@ def test_lost_after_counts_from_when_the_job_was_last_seen(
     assert "unknown" in engine.history(entity_id)[-1].payload["cause"]
 
 
+def test_ping_host_maps_node_names_to_addresses(
+    engine: Engine, fake: FakeSlurm, clock: ManualClock
+) -> None:
+    """Node names squeue prints may not resolve from here: `ping_host` maps them."""
+    mapped = SlurmBackend(fake, ping_host={"node01": "127.0.0.1"}, health_path="/")
+    unmapped = SlurmBackend(fake, health_path="/", health_timeout=0.5)
+    worker = Worker(engine, [mapped])
+    entity_id = submit_service(engine, worker, mapped, JOB, BOX)
+    with http_server() as port:
+        fake.set_state(job_of(engine, entity_id), "RUNNING", node="node01", port=port)
+        seen = unmapped.observe([engine.get(entity_id)], clock())[0]
+        assert seen.events == ("job_running", "ping_failed")  # "node01" does not resolve
+        step(worker, clock)
+    assert engine.get(entity_id).state == "HEALTHY"
+
+
+def test_blackfish_refresh_asks_the_job_when_the_ping_fails(
+    engine: Engine, worker: Worker, backend: SlurmBackend, fake: FakeSlurm
+) -> None:
+    async def scenario() -> None:
+        service = Service(engine, worker, backend)
+        await service.start(BOX, JOB, timeout=0)
+        job = await service.get_job()
+        assert job is not None
+        with http_server() as port:
+            fake.set_state(job.job_id, "RUNNING", port=port)
+            assert await service.refresh() == "HEALTHY"
+        fake.set_state(job.job_id, "TIMEOUT")  # the ping fails now: the job says why
+        before = fake.count("squeue")
+        assert await service.refresh() == "TIMEOUT"
+        assert fake.count("squeue") == before + 1
+
+    asyncio.run(scenario())
+
+
 def test_a_submit_looks_only_for_its_own_job_name(
     engine: Engine, worker: Worker, backend: SlurmBackend, fake: FakeSlurm
 ) -> None:
