@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from backends.slurm import KeyFileError, ReleaseNotConfirmed, SlurmBackend, load_key, submit_service
@@ -211,12 +211,17 @@ _CLUSTER_EVENTS = st.lists(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(events=_CLUSTER_EVENTS)
+# (event n acts on entity n % 2)
+@example(events=["tick", "tick", "recycle_copycat", "tick", "stop"])
+@example(events=["run", "tick", "recycle_stranger", "tick", "release"])
+@example(events=["tick", "forge_data", "tick", "stop"])
 def test_no_code_path_signals_a_job_that_is_not_ours(tmp_path: Path, events: list[str]) -> None:
     """Random cluster histories (runs, requeues, purges, recycled ids taken by strangers or by
     copycats of our job name, outages, forged entity data) interleaved with refreshes, stops
     and releases: every job scancel acted on was submitted by us for that entity."""
     clock = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
-    fake = FakeSlurm(accounting=True)
+    fake = FakeSlurm(accounting=True, uid=0)  # as root (like the real test cluster): the
+    # controller would let us cancel anyone's job, so only our own checks stand in the way
     backend = SlurmBackend(fake, key=KEY, ping_host="127.0.0.1", lost_after=60)
     engine = Engine(f"sqlite:///{tmp_path}/p-{os.urandom(4).hex()}.db", clock=clock)
     try:
