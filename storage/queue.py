@@ -78,16 +78,32 @@ def claim_due(
 
 
 def finish_refresh(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) -> int:
-    """Set the next refresh time and failure count and drop our lease; only where we still hold
-    it (a worker whose lease expired writes nothing). Returns how many rows were ours."""
+    """Set the next refresh time and failure count (and, for an observation that succeeded,
+    when it was made) and drop our lease; only where we still hold it (a worker whose lease
+    expired writes nothing). Returns how many rows were ours."""
     if not marks:
         return 0
     ph, out = uow.hot.codec.placeholder, uow.hot.codec.time_out
     sql = (
         f"UPDATE entity SET next_refresh_at = {ph}, observation_failures = {ph}, "
+        f"last_observed_at = COALESCE({ph}, last_observed_at), "
         f"lease_owner = NULL, lease_expires_at = NULL WHERE id = {ph} AND lease_owner = {ph}"
     )
-    params = [(out(m.next_refresh_at), m.observation_failures, m.id, owner) for m in marks]
+    params = [
+        (out(m.next_refresh_at), m.observation_failures, out(m.observed_at), m.id, owner)
+        for m in marks
+    ]
+    arg: Any = params[0] if len(params) == 1 else params
+    return int(uow.connection.exec_driver_sql(sql, arg).rowcount)
+
+
+def pull_refresh(uow: UnitOfWork, ids: Sequence[str], now: datetime) -> int:
+    """Make entities due for a refresh now (a deadline needs a look before it may fire)."""
+    if not ids:
+        return 0
+    ph, out = uow.hot.codec.placeholder, uow.hot.codec.time_out
+    sql = f"UPDATE entity SET next_refresh_at = {ph} WHERE id = {ph}"
+    params = [(out(now), entity_id) for entity_id in ids]
     arg: Any = params[0] if len(params) == 1 else params
     return int(uow.connection.exec_driver_sql(sql, arg).rowcount)
 
