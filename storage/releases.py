@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, inspect, or_, select, update
 
 from storage.database import redact_text
 from storage.records import ReleaseRow
@@ -115,23 +115,28 @@ def finish(
     return bool(uow.connection.execute(update(releases).where(mine).values(**values)).rowcount)
 
 
-def for_entity(uow: UnitOfWork, entity_id: str) -> ReleaseRow | None:
-    row = uow.connection.execute(
-        select(releases).where(releases.c.entity_id == entity_id)
-    ).one_or_none()
+def for_entity(conn: Connection, entity_id: str) -> ReleaseRow | None:
+    """The entity's obligation, if it has one (None too on a schema older than 0003)."""
+    if not _has_table(conn):
+        return None
+    row = conn.execute(select(releases).where(releases.c.entity_id == entity_id)).one_or_none()
     return None if row is None else ReleaseRow(**row._mapping)
 
 
-def pending(uow: UnitOfWork, limit: int = 20) -> tuple[int, list[ReleaseRow]]:
+def pending(conn: Connection, limit: int = 20) -> tuple[int, list[ReleaseRow]]:
     """How many obligations are not released yet, and the oldest `limit` of them."""
+    if not _has_table(conn):
+        return 0, []
     waiting = releases.c.released_at.is_(None)
-    total = uow.connection.execute(
-        select(func.count()).select_from(releases).where(waiting)
-    ).scalar_one()
-    rows = uow.connection.execute(
+    total = conn.execute(select(func.count()).select_from(releases).where(waiting)).scalar_one()
+    rows = conn.execute(
         select(releases).where(waiting).order_by(releases.c.requested_at).limit(limit)
     )
     return int(total), [ReleaseRow(**r._mapping) for r in rows]
+
+
+def _has_table(conn: Connection) -> bool:
+    return bool(inspect(conn).has_table(releases.name))
 
 
 def open_count(uow: UnitOfWork, lifecycles: Sequence[str]) -> int:
