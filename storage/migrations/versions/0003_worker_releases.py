@@ -19,8 +19,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("entity") as batch:
-        batch.add_column(sa.Column("last_observed_at", UtcDateTime(), nullable=True))
+    # plain ALTER TABLE on both databases (SQLite >= 3.35 drops columns too): a batch
+    # rebuild of `entity` would trip over the foreign keys that point at it
+    op.add_column("entity", sa.Column("last_observed_at", UtcDateTime(), nullable=True))
     op.create_table(
         "release_obligation",
         sa.Column("entity_id", sa.String(200), nullable=False),
@@ -43,5 +44,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_release_obligation_next_attempt_at", "release_obligation")
     op.drop_table("release_obligation")
-    with op.batch_alter_table("entity") as batch:
-        batch.drop_column("last_observed_at")
+    op.drop_column("entity", "last_observed_at")
