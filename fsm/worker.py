@@ -49,8 +49,26 @@ __all__ = [
     "WorkerListener",
     "WorkerSettings",
     "WorkerStuck",
+    "build_routes",
     "default_worker_id",
 ]
+
+
+def build_routes(engine: Engine, backends: Iterable[BackendLike]) -> dict[str, BackendLike]:
+    """Which backend drives each lifecycle: the one place routes are built (TEAM contract 6
+    extends it to per-entity profiles). Refuses a bad backend before anything runs."""
+    routes: dict[str, BackendLike] = {}
+    for backend in backends:
+        for kind in ("observe", "command", "release"):
+            call_timeout(backend, kind)  # a bad bound is refused now, not at the first call
+        for lifecycle in backend.lifecycles:
+            engine.lifecycle(lifecycle)  # fail fast on a backend for an unknown lifecycle
+            if lifecycle in routes:
+                raise FsmError(
+                    f"two backends drive {lifecycle!r}: {routes[lifecycle].name} and {backend.name}"
+                )
+            routes[lifecycle] = backend
+    return routes
 
 
 class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
@@ -73,18 +91,7 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
         self.rng = rng or random.Random()
         self.listener = listener
         self.calls = BoundedCalls()
-        self.routes: dict[str, BackendLike] = {}
-        for backend in backends:
-            for kind in ("observe", "command", "release"):
-                call_timeout(backend, kind)  # a bad bound is refused now, not at the first call
-            for lifecycle in backend.lifecycles:
-                engine.lifecycle(lifecycle)  # fail fast on a backend for an unknown lifecycle
-                if lifecycle in self.routes:
-                    raise FsmError(
-                        f"two backends drive {lifecycle!r}: "
-                        f"{self.routes[lifecycle].name} and {backend.name}"
-                    )
-                self.routes[lifecycle] = backend
+        self.routes = build_routes(engine, backends)
 
     # -- refresh -----------------------------------------------------------------------------
 

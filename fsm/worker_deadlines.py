@@ -23,7 +23,7 @@ class DeadlineMixin(WorkerBase):
         now = engine.clock()
         with engine.store.transaction() as uow:
             fire, look = [], []
-            for row in queue.due_deadlines(uow, now, limit):
+            for row in queue.due_deadlines(uow, now, limit, sorted(self.routes)):
                 assert row.deadline_at is not None
                 routed = row.lifecycle in self.routes
                 observed = row.last_observed_at

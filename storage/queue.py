@@ -115,17 +115,33 @@ def release_leases(uow: UnitOfWork, owner: str) -> int:
     return int(uow.connection.exec_driver_sql(sql, (owner,)).rowcount)
 
 
-def due_deadlines(uow: UnitOfWork, now: datetime, limit: int) -> list[EntityRow]:
-    """Non-terminal entities whose state's time limit has passed, oldest deadline first."""
+def due_deadlines(
+    uow: UnitOfWork, now: datetime, limit: int, looked_at: Sequence[str] = ()
+) -> list[EntityRow]:
+    """Non-terminal entities whose state's time limit has passed, oldest deadline first.
+
+    Entities of the `looked_at` lifecycles (a backend observes them) that have had no
+    successful look since their deadline and are due for one anyway are left out: the refresh
+    decides them, and they must not crowd the others out of the page."""
     hot, ph = uow.hot, uow.hot.codec.placeholder
+    out = hot.codec.time_out
+    params: list[Any] = [out(now), False]
+    waiting = ""
+    if looked_at:
+        names = ", ".join(ph for _ in looked_at)
+        waiting = (
+            f" AND (lifecycle NOT IN ({names}) OR last_observed_at >= deadline_at "
+            f"OR next_refresh_at IS NULL OR next_refresh_at > {ph})"
+        )
+        params += [*looked_at, out(now)]
     sql = (
         f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entity WHERE deadline_at <= {ph} "
-        f"AND terminal = {ph} ORDER BY deadline_at LIMIT {ph}"
+        f"AND terminal = {ph}{waiting} ORDER BY deadline_at LIMIT {ph}"
     )
     if uow.locks_rows:
         sql += " FOR UPDATE SKIP LOCKED"
-    params = (hot.codec.time_out(now), False, limit)
-    return [hot.entity_from(v) for v in uow.connection.exec_driver_sql(sql, params)]
+    params.append(limit)
+    return [hot.entity_from(v) for v in uow.connection.exec_driver_sql(sql, tuple(params))]
 
 
 def schedule_command(

@@ -257,3 +257,21 @@ def test_no_time_limit_fires_against_the_rule_whatever_fails(
         assert engine.verify() == []
     finally:
         engine.close()
+
+
+def test_entities_waiting_for_a_look_do_not_crowd_out_other_deadlines(
+    engine: Engine, clock: ManualClock
+) -> None:
+    from fsm import Event, NewEntity
+
+    class Services(Truth):
+        lifecycles = frozenset({"service"})
+
+    ids = [e.id for e in engine.create_many([NewEntity("service") for _ in range(60)])]
+    engine.apply([Event(i, "job_running") for i in ids])
+    op = engine.create("operation", {"time_limits": {"PENDING": 650}}).id  # no backend: clock
+    clock.advance(700)  # every service is past its deadline and due for a look
+    worker = Worker(engine, [Services()])
+    assert worker.fire_timeouts(limit=50) == 1
+    assert engine.get(op).state == "TIMED_OUT"
+    assert all(engine.get(i).state == "STARTING" for i in ids)
