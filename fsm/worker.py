@@ -248,6 +248,11 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
                 stats.rejected_events += 1
                 log.warning("data observed on %s rejected: %s", observation.entity_id, exc)
         last = len(observation.events) - 1
+        seen = observation.observed_at or now
+        # a backend's clock must not date a look after it was made: a future time would pass
+        # `time_limit_exceeded` before the limit (a naive or odd time is refused by the engine)
+        if isinstance(seen, datetime) and seen.utcoffset() is not None and seen > now:
+            seen = now
         for i, name in enumerate(observation.events):
             outcome: Outcome = batch.add(
                 Event(
@@ -255,7 +260,7 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
                     name,
                     observation.payload,
                     source,
-                    observation.observed_at or now,
+                    seen,
                     data=observation.data if i == last else None,
                 )
             )

@@ -275,3 +275,20 @@ def test_entities_waiting_for_a_look_do_not_crowd_out_other_deadlines(
     assert worker.fire_timeouts(limit=50) == 1
     assert engine.get(op).state == "TIMED_OUT"
     assert all(engine.get(i).state == "STARTING" for i in ids)
+
+
+def test_a_backend_dating_its_look_in_the_future_cannot_time_out_early(
+    engine: Engine, clock: ManualClock
+) -> None:
+    class Ahead(Truth):
+        def observe(self, entities: Sequence[EntityRow], now: datetime) -> list[Observation]:
+            later = now + timedelta(days=1)
+            return [Observation(e.id, ("ping_failed",), observed_at=later) for e in entities]
+
+    sid = engine.create("service").id
+    engine.fire(sid, "job_running")
+    worker = Worker(engine, [Ahead()])
+    for _ in range(3):
+        worker.tick()
+        clock.advance(5)
+    assert engine.get(sid).state == "STARTING"
