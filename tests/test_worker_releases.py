@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from backends.base import Backend, CommandResult
@@ -226,3 +228,55 @@ def test_pending_releases_survive_a_killed_worker(tmp_path: Path) -> None:
         assert releases.pending(conn)[0] == 0
     assert engine.verify() == []
     engine.close()
+
+
+class Scripted(Holding):
+    """`release` answers from a script of outcomes (True: confirmed), then confirms."""
+
+    def __init__(self, script: list[bool]) -> None:
+        super().__init__()
+        self.script = list(script)
+
+    def release(self, entity: EntityRow, now: datetime) -> None:
+        self.attempts.append(entity.id)
+        if self.script and not self.script.pop(0):
+            raise ConnectionError("controller down")
+        self.released.append(entity.id)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    script=st.lists(st.booleans(), max_size=40),
+    restarts=st.sets(st.integers(0, 60), max_size=6),
+    entities=st.integers(1, 6),
+)
+def test_every_obligation_is_eventually_confirmed_whatever_fails(
+    tmp_path_factory: pytest.TempPathFactory, script: list[bool], restarts: set[int], entities: int
+) -> None:
+    """Releases failing at random and workers replaced at random (a new worker, the old one's
+    claims left to expire): every ended entity is confirmed released, nothing else is, and
+    an obligation is never attempted again once confirmed."""
+    clock = ManualClock()
+    folder = tmp_path_factory.mktemp("releases")
+    engine = Engine(f"sqlite:///{folder}/fsm.db", clock=clock)
+    try:
+        backend = Scripted(script)
+        ids = [engine.create("operation").id for _ in range(entities)]
+        settings_ = WorkerSettings(max_release_backoff=8.0, lease_seconds=5.0)
+        worker = Worker(engine, [backend], settings=settings_)
+        for tick in range(400):
+            if tick in restarts:
+                worker = Worker(engine, [backend], settings=settings_)
+            worker.tick()
+            if worker.open_work() == 0:
+                break
+            clock.advance(1.0)
+        assert worker.open_work() == 0
+        assert sorted(backend.released) == sorted(ids)  # each confirmed exactly once
+        with engine.store.reading() as conn:
+            rows = [releases.for_entity(conn, i) for i in ids]
+        assert all(r is not None and r.released_at is not None for r in rows)
+        assert sum(r.attempts for r in rows if r) == len(backend.attempts)
+        assert engine.verify() == []
+    finally:
+        engine.close()
