@@ -280,3 +280,18 @@ def test_every_obligation_is_eventually_confirmed_whatever_fails(
         assert engine.verify() == []
     finally:
         engine.close()
+
+
+def test_pending_releases_are_a_metric(engine: Engine, clock: ManualClock) -> None:
+    from fsm.metrics import Metrics
+
+    metrics = Metrics(engine)
+    worker = Worker(engine, [Holding(down=1)], listener=metrics)
+    engine.create("operation")
+    worker.tick()
+    metrics.update_entities()
+    assert metrics.registry.get_sample_value("fsm_releases_pending") == 1
+    clock.advance(5)
+    worker.tick()
+    metrics.update_entities()
+    assert metrics.registry.get_sample_value("fsm_releases_pending") == 0
