@@ -192,8 +192,20 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
             state_entered_at=head.entered_at,
             interval=interval,
         )
+        wait = self._retry_after(observation)
+        if wait is not None:  # the system asked for a pause: it wins over the rule's cadence
+            next_at = max(next_at, now + timedelta(seconds=wait))
         failures = row.observation_failures + 1 if failed else 0
         return RefreshMark(row.id, next_at, failures, None if failed else started)
+
+    def _retry_after(self, observation: Observation) -> float | None:
+        """A failed look's `Retry-After`, if it is a sane number (a backend's garbage is not)."""
+        wait = observation.retry_after
+        if observation.failure is None or isinstance(wait, bool):
+            return None
+        if not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
+            return None
+        return min(float(wait), self.settings.max_backoff)
 
     def _observe(
         self, entities: list[EntityRow], now: datetime, stats: TickStats
@@ -283,8 +295,6 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
         base = self.engine.refresh_interval(row.lifecycle, row.state)
         delay = min(self.settings.max_backoff, base * 2 ** min(failures - 1, 30))
         delay *= self.rng.uniform(0.5, 1.0)
-        if observation.retry_after is not None:
-            delay = max(delay, min(observation.retry_after, self.settings.max_backoff))
         log.info(
             "observing %s failed (%s, %d in a row): %s; next try in %.1fs",
             row.id,

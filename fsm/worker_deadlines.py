@@ -3,14 +3,13 @@
 Most time limits of entities a backend drives fire in the refresh, right after the look the rule
 asks for (`fsm.deadline_rule`). This pass covers the rest: entities no backend of this worker
 drives (timed out on the clock alone), limits whose look already succeeded, and entities whose
-next look is scheduled later than the rule allows (they are made due now).
+next look was scheduled (by another path) later than any backoff of the worker: made due now.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from fsm import deadline_rule
 from fsm.worker_base import WorkerBase
 from storage import queue
 
@@ -21,21 +20,18 @@ class DeadlineMixin(WorkerBase):
         deadline rule allows it; returns how many transitions that made."""
         engine = self.engine
         now = engine.clock()
+        # a look will come for the others (the refresh decides them); only one scheduled later
+        # than any backoff of ours (by another path) is made due now
+        latest = now + timedelta(seconds=self.settings.max_backoff)
         with engine.store.transaction() as uow:
             fire, look = [], []
-            for row in queue.due_deadlines(uow, now, limit, sorted(self.routes)):
+            for row in queue.due_deadlines(uow, now, limit, sorted(self.routes), latest):
                 assert row.deadline_at is not None
                 routed = row.lifecycle in self.routes
                 observed = row.last_observed_at
                 if not routed or (observed is not None and observed >= row.deadline_at):
                     fire.append(row)
                     continue
-                every = deadline_rule.after_deadline_interval(
-                    engine.refresh_interval(row.lifecycle, row.state),
-                    row.deadline_at,
-                    row.state_entered_at,
-                )
-                latest = now + timedelta(seconds=every)
                 if row.next_refresh_at is None or row.next_refresh_at > latest:
                     look.append(row.id)
             batch = engine.stage(uow, {r.id: r for r in fire})

@@ -116,13 +116,17 @@ def release_leases(uow: UnitOfWork, owner: str) -> int:
 
 
 def due_deadlines(
-    uow: UnitOfWork, now: datetime, limit: int, looked_at: Sequence[str] = ()
+    uow: UnitOfWork,
+    now: datetime,
+    limit: int,
+    looked_at: Sequence[str] = (),
+    look_by: datetime | None = None,
 ) -> list[EntityRow]:
     """Non-terminal entities whose state's time limit has passed, oldest deadline first.
 
     Entities of the `looked_at` lifecycles (a backend observes them) that have had no
-    successful look since their deadline and are due for one anyway are left out: the refresh
-    decides them, and they must not crowd the others out of the page."""
+    successful look since their deadline and have one scheduled by `look_by` are left out: the
+    refresh decides them, and they must not crowd the others out of the page."""
     hot, ph = uow.hot, uow.hot.codec.placeholder
     out = hot.codec.time_out
     params: list[Any] = [out(now), False]
@@ -133,7 +137,7 @@ def due_deadlines(
             f" AND (lifecycle NOT IN ({names}) OR last_observed_at >= deadline_at "
             f"OR next_refresh_at IS NULL OR next_refresh_at > {ph})"
         )
-        params += [*looked_at, out(now)]
+        params += [*looked_at, out(look_by or now)]
     sql = (
         f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entity WHERE deadline_at <= {ph} "
         f"AND terminal = {ph}{waiting} ORDER BY deadline_at LIMIT {ph}"

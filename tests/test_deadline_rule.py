@@ -7,6 +7,7 @@ and a property test drives the worker on the simulator with observations failing
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -292,3 +293,23 @@ def test_a_backend_dating_its_look_in_the_future_cannot_time_out_early(
         worker.tick()
         clock.advance(5)
     assert engine.get(sid).state == "STARTING"
+
+
+@pytest.mark.parametrize("retry_after", [20.0, math.nan, math.inf, -3.0, "soon"])
+def test_retry_after_is_honoured_when_sane_and_garbage_is_ignored(
+    engine: Engine, clock: ManualClock, retry_after: object
+) -> None:
+    class Throttled(Truth):
+        def observe(self, entities: Sequence[EntityRow], now: datetime) -> list[Observation]:
+            return [
+                Observation.failed(e.id, FailureKind.THROTTLED, "429", retry_after=retry_after)  # type: ignore[arg-type]
+                for e in entities
+            ]
+
+    op = engine.create("operation", {"time_limits": {"PENDING": 5}}).id
+    clock.advance(6)  # past the deadline: the rule's cadence would look again within 0.5 s
+    Worker(engine, [Throttled()]).tick()
+    row = engine.get(op)
+    assert row.next_refresh_at is not None and row.observation_failures == 1
+    gap = (row.next_refresh_at - clock()).total_seconds()
+    assert gap >= 20.0 if retry_after == 20.0 else gap <= 0.5
