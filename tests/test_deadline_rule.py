@@ -313,3 +313,17 @@ def test_retry_after_is_honoured_when_sane_and_garbage_is_ignored(
     assert row.next_refresh_at is not None and row.observation_failures == 1
     gap = (row.next_refresh_at - clock()).total_seconds()
     assert gap >= 20.0 if retry_after == 20.0 else gap <= 0.5
+
+
+def test_an_observation_time_from_the_future_cannot_time_out_early(
+    engine: Engine, clock: ManualClock
+) -> None:
+    """`fire(..., observed_at=<next year>)` is dated when it is recorded: neither the
+    time-limit event nor a failed ping can pass `time_limit_exceeded` before the limit."""
+    sid = engine.create("service").id
+    engine.fire(sid, "job_running")
+    future = clock() + timedelta(days=365)
+    for event in ("time_limit", "ping_failed"):
+        outcome = engine.fire(sid, event, observed_at=future)
+        assert outcome.state == "STARTING"
+    assert [t.observed_at for t in engine.history(sid)] == [clock()]
