@@ -24,6 +24,7 @@ from backends.slurm.submit import submit_service
 from backends.slurm.transport import Tunnel
 from fsm import Engine, Entity, EntityNotFound, Event, FsmError
 from fsm.worker import Worker
+from storage import releases
 
 log = logging.getLogger(__name__)
 
@@ -164,16 +165,23 @@ class Service:
             )
             for i, name in enumerate(observation.events)
         ]
-        if events:
-            for outcome in self.engine.apply(events).errors:
-                log.warning("refresh of %s: %s", entity.id, outcome.error)
-        after = self._entity()
-        if after.terminal:  # as the worker does: free what the ended service still holds
-            try:
-                self.backend.release(after, now)
-            except Exception as exc:  # the worker's release retries it
-                log.warning("refresh of %s: release not confirmed yet: %s", entity.id, exc)
-        return after.state
+        if not events:
+            return entity.state
+        terminal = self.engine.lifecycle(entity.lifecycle).terminal
+        with self.engine.store.transaction() as uow:
+            batch = self.engine.stage(uow, uow.lock_entities([entity.id]))
+            for event in events:
+                outcome = batch.add(event)
+                if outcome.error is not None:
+                    log.warning("refresh of %s: %s", entity.id, outcome.error)
+            batch.flush()
+            ended = [(t.entity_id, t.to_state) for t in batch.transitions if t.to_state in terminal]
+            # as the worker does: the obligation to free the job, with the transition (durable)
+            releases.request(uow, ended, now)
+        self.engine.committed(batch)
+        if ended:
+            self.worker.run_releases()  # try it now; the worker retries until it is confirmed
+        return self._entity().state
 
     async def wait(
         self, until: Collection[str] = ("HEALTHY",), timeout: float = 600, every: float = 2
