@@ -45,7 +45,11 @@ class Rig:
             observe_timeout=8.0,
             release_timeout=10.0,
         )
-        self.worker = Worker(self.engine, [self.backend], settings=WorkerSettings(max_backoff=1.0))
+        self.worker = Worker(
+            self.engine,
+            [self.backend],
+            settings=WorkerSettings(max_backoff=1.0, max_release_backoff=2.0),
+        )
 
     def start(
         self, command: list[str], *, data: Mapping[str, object] | None = None, **job: object

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 #: commands that end the service: scancel the job, then record the event
 STOP_COMMANDS = frozenset({"stop", "job_cancelled", "job_timeout", "job_failed"})
 _MAX_RUNS = 50  # port files removed at release: runs 0..restarts, at most this many
+#: our own budget is a little inside the worker's bound for the call (contract 2), so we end
+#: the call with a clear timeout before the worker abandons it
+_INSIDE = 0.9
 
 
 class ReleaseNotConfirmed(RuntimeError):
@@ -124,7 +127,7 @@ class SlurmBackend(Backend):
     def observe(self, entities: Sequence[Entity], now: datetime) -> list[Observation]:
         before = self.scheduler_calls()
         try:
-            with self.cluster.budget(self.observe_timeout):
+            with self.cluster.budget(self.observe_timeout * _INSIDE):
                 return self.observer.observe(entities, now)
         finally:
             self.cycle_calls = self.scheduler_calls() - before
@@ -132,7 +135,7 @@ class SlurmBackend(Backend):
     def ping_first(self, entity: Entity, now: datetime) -> Observation | None:
         """Blackfish's documented refresh order: a good ping of the endpoint recorded for the
         current run is enough; None when there is none or it did not answer (ask the job)."""
-        with self.cluster.budget(self.observe_timeout):
+        with self.cluster.budget(self.observe_timeout * _INSIDE):
             found = self.observer.ping_only([entity], now, (FailureKind.MISSING, "ping first"))
         return found[0] if found and found[0].failure is None else None
 
@@ -141,7 +144,7 @@ class SlurmBackend(Backend):
         job = job_id_of(entity.data)
         if job is None:
             return None
-        with self.cluster.budget(self.command_timeout):
+        with self.cluster.budget(self.command_timeout * _INSIDE):
             uid = self.cluster.uid()
             record = self.cluster.squeue([job]).get(job)
             if record is not None and self.observer.owned(entity, record, uid):
@@ -173,7 +176,7 @@ class SlurmBackend(Backend):
         base = str(raw.get("job_name", raw.get("job-name", "fsm-service")))
         name = job_name(base, self.identity.tag(entity_id))
         try:
-            with self.cluster.budget(self.command_timeout):
+            with self.cluster.budget(self.command_timeout * _INSIDE):
                 found = self._mine(entity_id, self.cluster.squeue_named([name]))
                 if found:
                     job = max(found, key=lambda r: int(r.job_id)).job_id
@@ -214,7 +217,7 @@ class SlurmBackend(Backend):
             return CommandResult(data=data, events=("job_pending",), payload={"job_id": job})
         if command in STOP_COMMANDS:
             try:
-                with self.cluster.budget(self.command_timeout):
+                with self.cluster.budget(self.command_timeout * _INSIDE):
                     self.confirm_and_cancel(entity)
             except (TransportError, ParseError) as exc:
                 raise CommandFailed(command, entity.id, str(exc)) from exc
@@ -231,8 +234,8 @@ class SlurmBackend(Backend):
         whether it is gone, and a job still ours and running is cancelled and waited for
         (within `release_timeout`). Port files of the job's runs are removed; tunnel closed."""
         job = job_id_of(entity.data)
-        deadline = time.monotonic() + self.release_timeout
-        with self.cluster.budget(self.release_timeout):
+        deadline = time.monotonic() + self.release_timeout * _INSIDE
+        with self.cluster.budget(self.release_timeout * _INSIDE):
             if job is not None and job not in self.observer.ended_jobs:
                 try:
                     while self.confirm_and_cancel(entity) is not None:
