@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from storage import EntityRow
 from tests.slurm_cluster_support import (
     HTTP,
     OUTPUT,
@@ -32,10 +31,6 @@ from tests.slurm_cluster_support import (
 from tests.slurm_support import cluster_problem, require
 
 pytestmark = pytest.mark.slow
-#: the worker's deadline rule and durable releases (contracts 1 and 3) are on this branch
-WORKER_CONTRACTS = "last_observed_at" in getattr(EntityRow, "model_fields", {}) or hasattr(
-    EntityRow, "last_observed_at"
-)
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +108,6 @@ def test_hold_release_suspend_resume(rig: Rig) -> None:
     rig.verify()
 
 
-@pytest.mark.xfail(
-    not WORKER_CONTRACTS,
-    reason="needs the worker's deadline rule and durable releases (contracts 1 and 3)",
-    strict=True,
-)
 def test_controller_sigkilled_for_20s_while_starting_and_healthy(rig: Rig) -> None:
     """Issue 9, case 3. Three services when slurmctld is SIGKILLed for 20 s: one HEALTHY, one
     STARTING well within its limit, one STARTING whose limit (12 s, bound 12 s more) runs out
