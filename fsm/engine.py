@@ -18,7 +18,7 @@ from fsm.clock import Clock, utc_now
 from fsm.context import EventContext
 from fsm.definition import MAX_SECONDS
 from fsm.errors import CallbackError, InvalidEvent, InvalidInput, UnknownLifecycle
-from fsm.events import BatchResult, Event, NewEntity, Outcome
+from fsm.events import BatchResult, Event, GuardsHeld, NewEntity, Outcome
 from fsm.lifecycle import HookFailed, Lifecycle
 from fsm.lifecycles import builtin_lifecycles
 from fsm.reading import EngineReads
@@ -266,7 +266,7 @@ class Engine(EngineReads):
         if batch.transitions:
             self._publish(batch.transitions)
 
-    def _step(self, head: Head, event: Event, now: datetime) -> TransitionRow | None:
+    def _step(self, head: Head, event: Event, now: datetime) -> TransitionRow | GuardsHeld | None:
         """Decide and stage one checked event on `head`; raise (leaving `head` untouched) if it
         fails."""
         row = head.row
@@ -296,6 +296,8 @@ class Engine(EngineReads):
         try:
             chosen = lifecycle.choose(state, event.name, context)
             dest = state if chosen is None else chosen.dest
+            if chosen is None:  # allowed, but held by its guards: say which
+                held = GuardsHeld(lifecycle.held_by(state, event.name, context()))
             if chosen is not None and chosen.callbacks and dest != state:
                 ctx = context()
                 for name, callback in chosen.callbacks:
@@ -309,7 +311,7 @@ class Engine(EngineReads):
         if event.data and head.merge(event.data) and dest == state:
             head.version += 1
         if dest == state:
-            return None
+            return None if chosen is not None else held
         entered = observed if observed > head.entered_at else head.entered_at
         head.seq += 1
         head.version += 1

@@ -185,6 +185,18 @@ class Lifecycle:
                 return candidate
         return None
 
+    def held_by(self, state: str, trigger: str, ctx: EventContext) -> tuple[str, ...]:
+        """The guards that kept every candidate from firing (`not NAME` for an `unless`), in
+        definition order: what an outcome shows for an event that was allowed but held."""
+        names: list[str] = []
+        for candidate in self.candidates(state, trigger) or ():
+            for name, guard, want in candidate.checks:
+                if _check(name, guard, ctx) is not want:
+                    shown = name if want else f"not {name}"
+                    if shown not in names:
+                        names.append(shown)
+        return tuple(names)
+
     def reference_next_state(self, state: str, trigger: str, ctx: EventContext) -> str | None:
         """Run `transitions` itself on a cursor model; None if the trigger is not allowed.
 

@@ -20,10 +20,8 @@ from typing import IO
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import make_url
 
-from fsm.config import RunConfig, make_backend
-from fsm.definition import load_definition
+from fsm.config import RunConfig, config_lifecycles, make_backend
 from fsm.engine import Engine
-from fsm.lifecycle import Lifecycle
 from fsm.metrics import Metrics
 from fsm.worker import (
     FanOut,
@@ -180,10 +178,11 @@ def run_from_config(
 ) -> int:
     """Everything `fsm run` does after parsing its arguments."""
     backends = [make_backend(dict(b)) for b in config.backends]  # refused before a db exists
+    lifecycles = config_lifecycles(config)  # and their guards: refused before a db exists
     engine = Engine(db or config.db, refresh_scale=config.refresh_scale)
     try:
-        for path in config.lifecycles:
-            engine.register(Lifecycle(load_definition(path)))
+        for lifecycle in lifecycles:
+            engine.register(lifecycle)
         metrics = Metrics(engine) if metrics_port is not None else None
         listeners: list[WorkerListener] = [m for m in (metrics,) if m is not None]
         if lease_audit is not None:

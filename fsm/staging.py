@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from fsm import validation
 from fsm.errors import FsmError, InvalidInput
-from fsm.events import Event, Outcome
+from fsm.events import Event, GuardsHeld, Outcome
 from fsm.redaction import policy
 from storage import (
     EntityNotFound,
@@ -171,8 +171,11 @@ class StagedBatch:
             transition = self.engine._step(head, checked, self.now)
         except (FsmError, VersionConflict) as exc:
             return Outcome(event, head.state, head.version, error=exc)
-        if transition is not None:
-            self.transitions.append(transition)
+        if transition is None:
+            return Outcome(event, head.state, head.version)
+        if isinstance(transition, GuardsHeld):
+            return Outcome(event, head.state, head.version, held=transition.guards)
+        self.transitions.append(transition)
         return Outcome(event, head.state, head.version, transition)
 
     def merge_data(self, entity_id: str, data: Mapping[str, Any]) -> bool:
