@@ -62,12 +62,14 @@ def _lifecycle_order(name: str) -> tuple[int, str]:
 
 def history_table(out: Console, entity: EntityRow, transitions: Sequence[TransitionRow]) -> None:
     ended = " (terminal)" if entity.terminal else ""
+    profile = f", profile {entity.profile}" if entity.profile else ""
     show(
         out,
         Text.assemble(
             (f"{entity.lifecycle} {entity.id}", "bold"),
             f" is {entity.state}{ended}: version {entity.version}, "
-            f"{len(transitions)} transition(s), created {time_text(entity.created_at)} UTC",
+            f"{len(transitions)} transition(s), created {time_text(entity.created_at)} UTC"
+            f"{profile}",
         ),
     )
     if not transitions:
@@ -189,6 +191,27 @@ def status_table(out: Console, rows: Sequence[Mapping[str, Any]]) -> None:
     show(out, f"{total} entit{'y' if total == 1 else 'ies'}")
 
 
+def profile_rows(engine: Engine) -> list[dict[str, Any]]:
+    return [
+        {"profile": profile, "lifecycle": lifecycle, "live": live, "count": total}
+        for (profile, lifecycle), (live, total) in engine.store.count_by_profile().items()
+    ]
+
+
+def profile_table(out: Console, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Entities by backend profile (only those created with one)."""
+    if not rows:
+        return
+    grid = table(out, "PROFILE", "LIFECYCLE", "LIVE", "ENTITIES")
+    grid.columns[2].justify = grid.columns[3].justify = "right"
+    for r in rows:
+        grid.add_row(
+            Text(r["profile"], style="bold"), r["lifecycle"], str(r["live"]), str(r["count"])
+        )
+    show(out)
+    show(out, grid)
+
+
 def status(
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -198,7 +221,10 @@ def status(
     """Count entities by lifecycle and state."""
     with reporting(), reading(db) as engine:
         rows = status_rows(engine, lifecycle, state)
+        profiles = profile_rows(engine) if lifecycle is None and state is None else []
     if as_json:
-        print_json({"total": sum(r["count"] for r in rows), "counts": rows})
+        print_json({"total": sum(r["count"] for r in rows), "counts": rows, "profiles": profiles})
     else:
-        status_table(console(), rows)
+        out = console()
+        status_table(out, rows)
+        profile_table(out, profiles)

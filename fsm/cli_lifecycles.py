@@ -11,6 +11,7 @@ import typer
 from rich.text import Text
 
 from fsm.cli_support import JsonOption, UsageProblem, console, print_json, reporting, show, table
+from fsm.config import config_lifecycles, load_config
 from fsm.definition import load_definition
 from fsm.diagram import DiagramError, duration, render
 from fsm.errors import DefinitionError, FsmError
@@ -33,10 +34,11 @@ class DiagramFormat(StrEnum):
     svg = "svg"
 
 
-def _machine_info(lc: Lifecycle) -> dict[str, Any]:
+def _machine_info(lc: Lifecycle, source: str) -> dict[str, Any]:
     d = lc.definition
     return {
         "name": d.name,
+        "source": source,
         "version": d.version,
         "description": " ".join(d.description.split()),
         "initial": d.initial,
@@ -47,19 +49,35 @@ def _machine_info(lc: Lifecycle) -> dict[str, Any]:
     }
 
 
-def machines(as_json: JsonOption = False) -> None:
-    """List the built-in lifecycles."""
-    infos = [_machine_info(lc) for lc in builtin_lifecycles().values()]
+def machines(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="FSM_CONFIG",
+            help="also the run config's lifecycles",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the registered lifecycles: the built-in ones and the run config's."""
+    with reporting():
+        settings = load_config(config)
+        extra = list(zip(settings.lifecycles, config_lifecycles(settings), strict=True))
+    infos = [_machine_info(lc, "built-in") for lc in builtin_lifecycles().values()]
+    infos += [_machine_info(lc, path) for path, lc in extra]
     if as_json:
         print_json(infos)
         return
     out = console()
-    grid = table(out, "NAME", "VERSION", "STATES", "TERMINAL", "TIME LIMITS")
+    grid = table(out, "NAME", "VERSION", "SOURCE", "STATES", "TERMINAL", "TIME LIMITS")
     for info in infos:
         limits = ", ".join(f"{s} {duration(v)}" for s, v in info["time_limits"].items())
         grid.add_row(
             info["name"],
             info["version"],
+            Text(info["source"]),
             Text(", ".join(info["states"])),
             Text(", ".join(info["terminal"])),
             Text(limits),

@@ -27,6 +27,7 @@ from fsm.hooks import (
     resolve,
 )
 from fsm.lifecycle import Lifecycle
+from fsm.validation import PROFILE_NAME
 
 BACKEND_GROUP = "fsm.backends"
 DAY = 86_400.0
@@ -147,8 +148,20 @@ def _backends(raw: Any, problems: list[str]) -> list[dict[str, Any]]:
         problems.append("backends must be a list of mappings with a 'kind'")
         return []
     kinds = backend_kinds()
+    names: set[str] = set()
     for settings in raw:
         kind = settings["kind"]
+        name = settings.get("name")
+        if name is not None:
+            if not (isinstance(name, str) and PROFILE_NAME.match(name)):
+                problems.append(
+                    f"backend {kind!r}: name must be letters, digits, '_', '.', '-' "
+                    "(1 to 100, starting alphanumeric)"
+                )
+            elif name in names:
+                problems.append(f"two backends are named {name!r}")
+            names.add(str(name))
+        settings = {k: v for k, v in settings.items() if k != "name"}  # the profile, not theirs
         if kind not in kinds:
             problems.append(f"unknown backend kind {kind!r}; installed: {sorted(kinds) or 'none'}")
             continue

@@ -130,10 +130,12 @@ class Engine(EngineReads):
         *,
         id: str | None = None,
         parent_id: str | None = None,
+        profile: str | None = None,
     ) -> EntityRow:
-        """Create one entity in its lifecycle's initial state."""
+        """Create one entity in its lifecycle's initial state (driven by backend `profile`,
+        or by its lifecycle's default backend)."""
         return self.create_many(
-            [NewEntity(lifecycle, {} if data is None else data, id, parent_id)]
+            [NewEntity(lifecycle, {} if data is None else data, id, parent_id, profile)]
         )[0]
 
     def create_many(self, items: Iterable[NewEntity]) -> list[EntityRow]:
@@ -177,6 +179,7 @@ class Engine(EngineReads):
             entity_id = item.id if item.id is not None else uuid.uuid4().hex
             validation.text(entity_id, "entity id")
             validation.optional_text(item.parent_id, "parent_id")
+            validation.profile_name(item.profile)
             state = lifecycle.initial
             rows.append(
                 EntityRow(
@@ -194,6 +197,7 @@ class Engine(EngineReads):
                     updated_at=now,
                     data=data,
                     parent_id=item.parent_id,
+                    profile=item.profile,
                 )
             )
         return rows, used

@@ -33,6 +33,7 @@ class NewEntity(NamedTuple):
     data: Mapping[str, Any] | None = None
     id: str | None = None
     parent_id: str | None = None
+    profile: str | None = None  # a backend profile of the run config (`backends: [{name: ...}]`)
 
 
 class GuardsHeld(NamedTuple):

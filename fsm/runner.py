@@ -20,9 +20,10 @@ from typing import IO
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import make_url
 
-from fsm.config import RunConfig, config_lifecycles, make_backend
+from fsm.config import RunConfig, config_lifecycles
 from fsm.engine import Engine
 from fsm.metrics import Metrics
+from fsm.routing import routes_for
 from fsm.worker import (
     FanOut,
     LeaseAudit,
@@ -177,7 +178,7 @@ def run_from_config(
     lease_audit: Path | None = None,
 ) -> int:
     """Everything `fsm run` does after parsing its arguments."""
-    backends = [make_backend(dict(b)) for b in config.backends]  # refused before a db exists
+    backends = routes_for(config).for_worker()  # refused before a db exists; profiles
     lifecycles = config_lifecycles(config)  # and their guards: refused before a db exists
     engine = Engine(db or config.db, refresh_scale=config.refresh_scale)
     try:

@@ -91,6 +91,7 @@ class HotSql:
             values[14],
             c.json_in(values[15]),
             values[16],
+            values[17],
         )
 
     def entity_params(self, row: EntityRow) -> tuple[Any, ...]:
@@ -113,6 +114,7 @@ class HotSql:
             row.observation_failures,
             self.codec.json_out(row.data),
             row.parent_id,
+            row.profile,
         )
 
     def transition_params(self, t: TransitionRow) -> tuple[Any, ...]:

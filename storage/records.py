@@ -30,6 +30,7 @@ class EntityRow(NamedTuple):
     observation_failures: int = 0
     data: dict[str, Any] = {}
     parent_id: str | None = None
+    profile: str | None = None  # the named backend that drives it; None: the lifecycle's default
 
 
 class TransitionRow(NamedTuple):

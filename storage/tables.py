@@ -59,6 +59,7 @@ class EntityTable(SQLModel, table=True):
     observation_failures: int = Field(default=0)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     parent_id: str | None = Field(default=None, foreign_key="entity.id", index=True)
+    profile: str | None = Field(default=None, max_length=100)
 
 
 class TransitionTable(SQLModel, table=True):

@@ -95,7 +95,7 @@ def test_machines_table_is_plain_when_not_a_terminal() -> None:
     assert code == 0
     assert "╭" not in out and "\x1b[" not in out
     lines = out.splitlines()
-    assert lines[0].split() == ["NAME", "VERSION", "STATES", "TERMINAL", "TIME", "LIMITS"]
+    assert lines[0].split() == ["NAME", "VERSION", "SOURCE", "STATES", "TERMINAL", "TIME", "LIMITS"]
     assert [line.split()[0] for line in lines[1:]] == list(BUILTIN_NAMES)
     assert all(line == line.rstrip() for line in lines)
 
@@ -410,6 +410,7 @@ def test_status_json_and_filters(engine: Engine, clock: ManualClock, db_url: str
     assert json.loads(out) == {
         "total": 1,
         "counts": [{"lifecycle": "service", "state": "HEALTHY", "count": 1, "terminal": False}],
+        "profiles": [],  # by backend profile: only without filters, and only entities with one
     }
     code, out, _ = run("status", "--db", db_url)
     assert code == 0
