@@ -19,10 +19,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("entity") as batch:
-        batch.add_column(sa.Column("profile", sa.String(100), nullable=True))
+    # plain ALTER TABLE on both databases (SQLite >= 3.35 drops columns too): a batch rebuild
+    # of `entity` would trip over the foreign keys that point at it
+    op.add_column("entity", sa.Column("profile", sa.String(100), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("entity") as batch:
-        batch.drop_column("profile")
+    op.drop_column("entity", "profile")
