@@ -91,6 +91,8 @@ def demo(
             summary = f"finished in {report.seconds:.1f} s"
             for file in report.diagram_files:
                 summary += f"\nannotated diagram: {file}"
+            if report.no_svg is not None:
+                summary += f"\nno SVG diagram: {report.no_svg}"
         _show(out)
         with reading(url) as engine:
             cli_database.status_table(out, cli_database.status_rows(engine))

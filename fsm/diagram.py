@@ -9,6 +9,11 @@ style each state gets, and how often each move fired.
 Reflexive moves (dest "=" or dest == source) are not drawn as loops: the engine records nothing
 for them, so they are bookkeeping rather than moves, and the built-in host lifecycle has 14 of
 them, which would bury the real edges. Each state lists them compactly instead ("stays on: ...").
+Likewise a move from every live state (`source: "*"`, in a lifecycle with four or more live
+states) is one line in its destination ("from any live state: stop"), not an edge from each
+state: the host's `deprovision` and `deleted` alone were 22 crossing edges. And a family of
+three or more moves out of one state, each named after its destination (`adopted_running` ->
+RUNNING, ...), is one line in that state ("adopted_<state> → RUNNING, STOPPED, ...").
 
 The output is deterministic: states and edges follow the definition's order, the throw-away
 machine has no model (so no "active" state and no ids), and trailing blanks are trimmed.
@@ -132,35 +137,84 @@ def _style(spec: StateSpec) -> str:
 
 
 def _state_lines(
-    spec: StateSpec, stays: Sequence[str], counts: Mapping[str, int] | None
+    spec: StateSpec,
+    stays: Sequence[str],
+    counts: Mapping[str, int] | None,
+    from_any: Sequence[str] = (),
+    families: Sequence[str] = (),
 ) -> list[str]:
     lines = [spec.name]
     if spec.time_limit is not None:
         lines.append(f"time limit {duration(spec.time_limit)} → {spec.on_time_limit}")
     if stays:
         lines.append(f"stays on: {', '.join(stays)}")
+    if from_any:
+        lines.append(f"from any live state: {', '.join(from_any)}")
+    for family in families:
+        lines.append(family)
     if counts is not None:
         n = counts.get(spec.name, 0)
         lines.append(f"{n} {'entity' if n == 1 else 'entities'}")
     return lines
 
 
-def _moves(
-    lifecycle: Lifecycle,
-) -> tuple[list[tuple[TransitionSpec, str, str]], dict[str, list[str]]]:
-    """Real moves in definition order, and per state the events that leave it where it is."""
-    moves: list[tuple[TransitionSpec, str, str]] = []
-    stays: dict[str, list[str]] = {name: [] for name in lifecycle.definition.state_names}
+def _from_any(lifecycle: Lifecycle, t: TransitionSpec) -> bool:
+    """A move from every live state, worth one line in its destination instead of edges."""
+    live = [s.name for s in lifecycle.definition.states if not s.terminal]
+    return len(live) >= 4 and t.dest != SAME_STATE and set(t.sources) == set(live)
+
+
+def _families(lifecycle: Lifecycle) -> dict[tuple[str, str], list[TransitionSpec]]:
+    """(source, prefix) -> three or more moves out of `source` named `prefix_<dest>`."""
+    found: dict[tuple[str, str], list[TransitionSpec]] = {}
     for t in lifecycle.definition.transitions:
+        suffix = "_" + t.dest.lower()
+        if len(t.sources) == 1 and t.trigger.endswith(suffix) and len(t.trigger) > len(suffix):
+            found.setdefault((t.sources[0], t.trigger[: -len(suffix)]), []).append(t)
+    return {key: ts for key, ts in found.items() if len(ts) >= 3}
+
+
+def _moves(
+    lifecycle: Lifecycle, fired: Mapping[Move, int] | None = None
+) -> tuple[
+    list[tuple[TransitionSpec, str, str]],
+    dict[str, list[str]],
+    dict[str, list[str]],
+    dict[str, list[str]],
+]:
+    """Real moves in definition order; per state the events that leave it where it is, the
+    events that reach it from any live state, and the families of moves out of it (with how
+    often they fired)."""
+    moves: list[tuple[TransitionSpec, str, str]] = []
+    names = lifecycle.definition.state_names
+    stays: dict[str, list[str]] = {name: [] for name in names}
+    from_any: dict[str, list[str]] = {name: [] for name in names}
+    families: dict[str, list[str]] = {name: [] for name in names}
+    grouped: set[TransitionSpec] = set()
+    for (source, prefix), members in _families(lifecycle).items():
+        dests = []
+        for t in members:
+            times = (fired or {}).get((t.trigger, source, t.dest), 0)
+            dests.append(f"{t.dest} {_TIMES}{times}" if times else t.dest)
+        families[source].append(f"{prefix}_<state> → {', '.join(dests)}")
+        grouped.update(members)
+    for t in lifecycle.definition.transitions:
+        if t in grouped:
+            continue
+        collapse = _from_any(lifecycle, t)
+        if collapse:
+            times = sum((fired or {}).get((t.trigger, s, t.dest), 0) for s in t.sources)
+            label = _guarded(t.trigger, t)
+            from_any[t.dest].append(f"{label} {_TIMES}{times}" if times else label)
         for source in t.sources:
             dest = source if t.dest == SAME_STATE else t.dest
             if dest == source:
                 label = _guarded(t.trigger, t)
                 if label not in stays[source]:
                     stays[source].append(label)
-            else:
+            elif not collapse:
                 moves.append((t, source, dest))
-    return moves, stays
+    return moves, stays, from_any, families
 
 
 def _machine(
@@ -170,11 +224,15 @@ def _machine(
     fired: Mapping[Move, int],
 ) -> _DiagramMachine:
     newline = "<br>" if engine == "mermaid" else r"\l"  # DOT: left-aligned lines, like the library
-    moves, stays = _moves(lifecycle)
+    moves, stays, from_any, families = _moves(lifecycle, fired)
     states = [
         {
             "name": spec.name,
-            "label": newline.join(_state_lines(spec, stays[spec.name], counts)),
+            "label": newline.join(
+                _state_lines(
+                    spec, stays[spec.name], counts, from_any[spec.name], families[spec.name]
+                )
+            ),
             "final": spec.terminal,
         }
         for spec in lifecycle.definition.states

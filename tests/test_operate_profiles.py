@@ -158,3 +158,17 @@ def test_the_simulator_schedules_nothing_that_would_be_refused(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
     wrong = [e.id for e in fast_engine.list_entities() if e.state != sim.expected_final_state(e)]
     assert wrong == []
+
+
+def test_the_demo_says_why_there_is_no_svg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fsm.live_demo import _annotated_diagrams
+
+    engine = Engine(f"sqlite:///{tmp_path}/demo.db")
+    engine.create("service", id="s")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` here
+    files, why = _annotated_diagrams(engine, tmp_path)
+    assert [f.name for f in files] == ["fsm-demo-service.mmd"]
+    assert why is not None and "graphviz" in why and "apt-get install graphviz" in why
+    engine.close()
