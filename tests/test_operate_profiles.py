@@ -160,9 +160,7 @@ def test_the_simulator_schedules_nothing_that_would_be_refused(
     assert wrong == []
 
 
-def test_the_demo_says_why_there_is_no_svg(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_demo_says_why_there_is_no_svg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from fsm.live_demo import _annotated_diagrams
 
     engine = Engine(f"sqlite:///{tmp_path}/demo.db")
