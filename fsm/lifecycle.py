@@ -114,6 +114,7 @@ class Lifecycle:
             )
         self._table = self._compile()
         self.terminal = definition.terminal_states
+        self.parent_events: dict[str, str] = dict(definition.parent_events)
         self.states = {s.name: s for s in definition.states}
         self.allowed: dict[str, tuple[str, ...]] = {
             state: tuple(sorted(trig for trig, by_src in self._table.items() if state in by_src))

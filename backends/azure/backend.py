@@ -254,7 +254,9 @@ class AzureBackend(Backend):
                     "azure host commands are carried out by an operation entity "
                     "(backends.hostctl.HostControl submits both)",
                 )
-            return CommandResult(events=(command,))
+            # the host keeps which operation carries out its command: only that one's outcome
+            # moves it (guard `current_operation`, fsm.cascade)
+            return CommandResult(data={"operation": arguments["operation"]}, events=(command,))
         if entity.lifecycle == "operation" and command == "start":
             return self._submit(entity, arguments, now)
         raise CommandFailed(command, entity.id, f"azure has no {command!r} for {entity.lifecycle}")
