@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fsm import Definition, DefinitionError, Engine, Event
+from fsm import Definition, DefinitionError, Engine, Event, NewEntity
+from fsm import children as fsm_children
+from fsm.children import Child
 from fsm.lifecycles import builtin_definition
 
 
@@ -79,3 +81,54 @@ def test_parent_events_are_validated() -> None:
         with pytest.raises(DefinitionError, match=message):
             Definition.from_dict({**body, "parent_events": bad})
     assert Definition.from_dict(body).version == builtin_definition("operation").version
+
+
+# -- children of a command result (fsm.children): the worker's side of a host command --------
+
+
+class _Refusing:
+    """A worker whose backend refuses the operation's `start` (nothing reached the cloud)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def command(
+        self, entity_id: str, command: str, arguments: object = None, *, source: str = "user"
+    ) -> None:
+        self.calls.append((entity_id, command))
+        raise RuntimeError("QuotaExceeded")
+
+
+def _record_with_children(engine: Engine, fail_inside: bool = False) -> list[Child]:
+    children = [Child(NewEntity("operation", {"command": "start"}, "op-1", "h#1"), "start", {})]
+    if engine.get("h#1").state == "NEW":
+        engine.fire("h#1", "adopted_stopped")
+    with engine.store.transaction() as uow:
+        batch = engine.stage(uow, uow.lock_entities(["h#1"]))
+        created = fsm_children.create(engine, uow, children)
+        assert [r.id for r in created] == ["op-1"]
+        event = Event("h#1", "start", {"operation": "op-1"}, data={"operation": "op-1"})
+        assert batch.add(event).state == "STARTING"
+        batch.flush()
+        if fail_inside:
+            raise RuntimeError("the transaction fails after both were staged")
+    engine.committed(batch)
+    return children
+
+
+def test_children_commit_with_the_command_or_not_at_all(engine: Engine) -> None:
+    with pytest.raises(RuntimeError, match="after both were staged"):
+        _record_with_children(engine, fail_inside=True)
+    assert engine.get("h#1").state == "STOPPED"
+    assert [e.id for e in engine.list_entities(lifecycle="operation")] == []
+    children = _record_with_children(engine)
+    op = engine.get("op-1")
+    assert (op.parent_id, op.state, engine.get("h#1").state) == ("h#1", "PENDING", "STARTING")
+    worker = _Refusing()
+    fsm_children.start(worker, engine, children, "schedule")
+    assert worker.calls == [("op-1", "start")]
+    # the refused start is recorded on the operation, which moves its host in that commit
+    assert engine.get("op-1").state == "FAILED"
+    assert engine.get("h#1").state == "FAILED"
+    assert engine.history("h#1")[-1].event == "operation_failed"
+    assert engine.verify() == []
