@@ -158,3 +158,15 @@ def test_writing_verbs_never_create_a_database_except_create(
     assert list(tmp_path.iterdir()) == []  # a refused argument: no database either
     assert fsm(capsys, "create", "service", "--db", db)[0] == 0
     assert (tmp_path / "new.db").exists()
+
+
+def test_machines_lists_the_configs_lifecycles_too(
+    capsys: pytest.CaptureFixture[str], config: str
+) -> None:
+    code, out, _ = fsm(capsys, "machines", "--config", config, "--json")
+    assert code == 0
+    infos = {m["name"]: m for m in json.loads(out)}
+    assert {n: infos[n]["source"] for n in ("service", "host", "operation")} == dict.fromkeys(
+        ("service", "host", "operation"), "built-in"
+    )
+    assert infos["job"]["source"].endswith("job.yaml") and infos["job"]["initial"] == "QUEUED"
