@@ -27,6 +27,7 @@ from fsm.cli_support import (
 from fsm.engine import Engine
 from fsm.lifecycles import BUILTIN_NAMES
 from fsm.verify import Violation
+from storage.profiles import count_by_profile
 from storage.records import EntityRow, TransitionRow
 
 # -- lifecycle catalogue (built-in plus what the database remembers) -------------------------
@@ -194,7 +195,7 @@ def status_table(out: Console, rows: Sequence[Mapping[str, Any]]) -> None:
 def profile_rows(engine: Engine) -> list[dict[str, Any]]:
     return [
         {"profile": profile, "lifecycle": lifecycle, "live": live, "count": total}
-        for (profile, lifecycle), (live, total) in engine.store.count_by_profile().items()
+        for (profile, lifecycle), (live, total) in count_by_profile(engine.store).items()
     ]
 
 

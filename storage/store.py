@@ -389,21 +389,6 @@ class Store:
         with self.reading() as conn:
             return [StateCount(lc, st, int(n)) for lc, st, n in conn.execute(query)]
 
-    def count_by_profile(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """(profile, lifecycle) -> (live, total), for the entities that have a profile."""
-        t = entity_table.c
-        query = (
-            select(t.profile, t.lifecycle, t.terminal, func.count())
-            .where(t.profile.is_not(None))
-            .group_by(t.profile, t.lifecycle, t.terminal)
-        )
-        found: dict[tuple[str, str], tuple[int, int]] = {}
-        with self.reading() as conn:
-            for profile, lifecycle, terminal, n in conn.execute(query):
-                live, total = found.get((profile, lifecycle), (0, 0))
-                found[profile, lifecycle] = (live + (0 if terminal else int(n)), total + int(n))
-        return dict(sorted(found.items()))
-
     # -- definitions -------------------------------------------------------------------------
 
     def definitions(self) -> dict[tuple[str, str], dict[str, Any]]:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from fsm import BUILTIN_NAMES, Definition, DefinitionError, Engine, ManualClock, builtin_definition
 from fsm.cli import app, main
 from fsm.definition import SAME_STATE
-from fsm.diagram import _families as diagram_families
+from fsm.diagram_moves import families as diagram_families
 from fsm.lifecycles import builtin_lifecycles
 
 runner = CliRunner()
