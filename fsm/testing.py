@@ -18,6 +18,7 @@ against the library. `check_definition` lists the problems of a definition witho
 
 from __future__ import annotations
 
+from fsm.testing_deadlines import Look, LookRecorder, deadline_violations
 from fsm.testkit.factory import lifecycle_state_machine
 from fsm.testkit.machine import LifecycleStateMachine
 from fsm.testkit.model import (
@@ -35,7 +36,10 @@ __all__ = [
     "EntityInvariant",
     "InvariantViolation",
     "LifecycleStateMachine",
+    "Look",
+    "LookRecorder",
     "PlannedEvent",
     "check_definition",
+    "deadline_violations",
     "lifecycle_state_machine",
 ]

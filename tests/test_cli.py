@@ -426,6 +426,8 @@ def test_status_json_and_filters(engine: Engine, clock: ManualClock, db_url: str
     assert json.loads(out) == {
         "total": 1,
         "counts": [{"lifecycle": "service", "state": "HEALTHY", "count": 1, "terminal": False}],
+        "pending_releases": 0,
+        "oldest_pending_releases": [],
         "profiles": [],  # by backend profile: only without filters, and only entities with one
     }
     code, out, _ = run("status", "--db", db_url)

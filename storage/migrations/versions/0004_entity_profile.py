@@ -1,7 +1,7 @@
 """Backend profiles: the named backend (`backends: [{name: laptop, ...}]`) that drives an entity.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-02
 
 NULL for every existing entity: it keeps its lifecycle's default route, as before.
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
