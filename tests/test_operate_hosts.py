@@ -103,3 +103,64 @@ def test_a_failed_operation_moves_its_host_under_fsm_run(arm: FakeArm, tmp_path:
         loop.wait(30)
         reader.close()
     assert loop.returncode == 0
+
+
+def test_a_scheduled_host_start_creates_its_operation_in_its_commit(
+    arm: FakeArm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fsm command HOST start --in 0` (scheduled, from the shell); a real `fsm run` carries it
+    out: the operation entity comes into being with the host's `start` transition, is sent, and
+    its success or the listing confirms the host RUNNING. Then a scheduled start whose
+    operation ends Canceled leaves the host FAILED in the operation's commit."""
+    db = f"sqlite:///{tmp_path}/scheduled.db"
+    rig = make_rig(arm, db)
+    host = rig.host("vm2")
+    assert rig.wait(rig.submit(host.id, "provision")).name == "SUCCEEDED"
+    assert rig.wait(rig.submit(host.id, "stop")).name == "SUCCEEDED"
+    rig.backend.close()
+    rig.engine.close()
+    config = _config(arm, tmp_path)
+    monkeypatch.setenv("FSM_TEST_AZURE_TOKEN", TOKEN)
+    from fsm.cli import main
+
+    def schedule(command: str) -> None:
+        args = ["command", host.id, command, "--in", "0", "--config", str(config), "--db", db]
+        assert main(args) == 0
+
+    schedule("start")
+    starts_before = arm.world.count("POST", r"/vm2/start$")
+    log = tmp_path / "run.log"
+    loop = _fsm_run(db, config, log)
+    reader = Engine(db, migrate=False)
+    try:
+        _until(lambda: reader.get(host.id).state == "RUNNING", 60, "host RUNNING", log)
+        start = next(t for t in reader.history(host.id) if t.event == "start")
+        assert start.source == "schedule"
+        op_id = start.payload["operation"]
+        _until(lambda: reader.get(op_id).state == "SUCCEEDED", 60, "operation SUCCEEDED", log)
+        op = reader.get(op_id)
+        assert (op.parent_id, op.data["command"], op.state) == (host.id, "start", "SUCCEEDED")
+        assert abs((op.created_at - start.recorded_at).total_seconds()) < 1.0  # one commit
+        assert [t.event for t in reader.history(op.id)] == ["start", "succeed"]
+        assert arm.world.count("POST", r"/vm2/start$") == starts_before + 1  # sent once
+
+        # stop it again, then a scheduled start whose operation ends Canceled
+        arm.world.outcomes["start"] = "Canceled"
+        schedule("stop")
+        _until(lambda: reader.get(host.id).state == "STOPPED", 60, "host STOPPED", log)
+        schedule("start")
+
+        def failed_by_operation() -> bool:
+            return any(t.event == "operation_failed" for t in reader.history(host.id))
+
+        _until(failed_by_operation, 60, "operation_failed on the host", log)
+        failed = next(t for t in reader.history(host.id) if t.event == "operation_failed")
+        canceled = reader.get(failed.payload["operation"])
+        assert canceled.state == "CANCELED" and canceled.parent_id == host.id
+        assert reader.history(canceled.id)[-1].recorded_at == failed.recorded_at
+        assert reader.verify() == []
+    finally:
+        loop.terminate()
+        loop.wait(30)
+        reader.close()
+    assert loop.returncode == 0
