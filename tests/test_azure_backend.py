@@ -307,8 +307,17 @@ def test_config_for_fsm_run(arm: FakeArm, monkeypatch: pytest.MonkeyPatch) -> No
         AzureSettings.from_config({"subscription_id": SUBSCRIPTION, "client_secret": "x"})
 
 
-def test_host_command_without_operation_is_refused(rig: Rig) -> None:
+def test_host_command_without_operation_brings_its_operation(rig: Rig) -> None:
+    """A host command on its own (as a scheduled one runs) creates its operation with its
+    transition (fsm.children); an operation that cannot be sent (no VM spec) is recorded
+    FAILED, which fails the host in the same commit, and nothing reaches ARM."""
     host = rig.host("vm9")
-    with pytest.raises(Exception, match="operation entity"):
-        rig.worker.command(host.id, "provision")
-    assert rig.state(host.id) == "NEW"
+    rig.worker.command(host.id, "provision")
+    [op] = rig.engine.list_entities(lifecycle="operation", parent_id=host.id)
+    assert (op.state, op.data["command"]) == ("FAILED", "provision")
+    assert "needs a VM spec" in op.data["error"]
+    assert rig.state(host.id) == "FAILED"
+    events = [(t.event, t.payload.get("operation")) for t in rig.engine.history(host.id)]
+    assert events == [("provision", op.id), ("operation_failed", op.id)]
+    assert rig.arm.world.count("PUT", r"/virtualMachines/vm9$") == 0
+    assert rig.engine.verify() == []
