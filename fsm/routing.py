@@ -100,6 +100,14 @@ class ProfileRouter:
             if values:
                 setattr(self, bound, max(values))
 
+    def source_for(self, entity: EntityRow) -> str:
+        """The name of the backend that observed `entity`: the source of what it caused."""
+        try:
+            backend = self.routes.backend_for(entity)
+        except UnknownProfile:
+            return self.name
+        return self.name if backend is None else str(getattr(backend, "name", self.name))
+
     def observe_safely(self, entities: Sequence[EntityRow], now: datetime) -> list[Observation]:
         """One batched call per backend instance, for the entities routed to it."""
         groups: dict[int, tuple[Any, list[EntityRow]]] = {}

@@ -71,6 +71,7 @@ def test_each_entity_goes_to_its_profile_one_call_per_backend_per_batch(
     states = {e.id: e.state for e in fast_engine.list_entities()}
     assert {states[f"a{i}"] for i in range(30)} == {"TIMEOUT"}  # healthy, until its wall time
     assert {states[f"b{i}"] for i in range(30)} == {"FAILED"}
+    assert {t.source for t in fast_engine.history("a0") + fast_engine.history("b0")} == {"sim"}
     assert fast_engine.verify() == []
 
 

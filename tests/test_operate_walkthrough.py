@@ -125,6 +125,8 @@ def check(result: dict[str, Any], folder: Path) -> None:
     events = [t["event"] for t in web["transitions"]]
     assert events[0] == "job_running" and events[-1] == "stop", events
     assert web["transitions"][0]["source"] == "user"  # fsm submit: the backend started it
+    observed = {t["source"] for t in web["transitions"] + sim["transitions"]} - {"user"}
+    assert observed <= {"local", "sim"} and "sim" in observed  # each profile's own backend
     assert (sim["entity"]["profile"], sim["entity"]["state"]) == ("simulated", "STOPPED")
     assert [t["event"] for t in rollout["transitions"]] == ["start", "finish"]
     assert rollout["transitions"][1]["payload"] == {"approved_by": "ann"}
