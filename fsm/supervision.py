@@ -12,6 +12,7 @@ kept in memory between ticks, so a restarted worker carries on where the databas
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 SUPERVISOR = "supervisor"
 SOURCE = "supervisor"
-LIVE_ATTEMPT = frozenset({"STARTING", "RUNNING", "STOPPING"})
+_NUMBER = re.compile(r"-a(\d{1,9})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,11 @@ def _times(value: object) -> list[datetime]:
     return found
 
 
+def _number(child: EntityRow) -> int:
+    match = _NUMBER.search(child.id)
+    return int(match.group(1)) if match else 0
+
+
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
@@ -90,7 +96,7 @@ def decide(
 ) -> Plan | None:
     """The supervisor's next step, or None when there is nothing to do yet."""
     data = sup.data
-    attempt = _int(data.get("attempt"))
+    attempt = _number(child) if child is not None else 0
     state = sup.state
     if state == "PENDING" or (state == "BACKOFF" and _due(data, now)):
         n = attempt + 1
@@ -213,13 +219,19 @@ def _step(worker: Worker, sup_id: str) -> bool:
 
 
 def _current(engine: Any, uow: Any, sup: EntityRow) -> tuple[EntityRow | None, Ending | None]:
-    """The supervisor's current attempt (locked) and, once it ended, how."""
-    child_id = sup.data.get("child")
-    if not isinstance(child_id, str) or not child_id:
+    """The supervisor's current attempt (locked) and, once it ended, how. Found from the
+    children themselves, never from what the supervisor's data names: the newest entity
+    whose parent is this supervisor and whose id is its attempt id."""
+    numbered = {}
+    for child in engine.store.list_entities(parent_id=sup.id):
+        match = _NUMBER.search(child.id)
+        if match and child.id == attempt_id(sup.id, int(match.group(1))):
+            numbered[int(match.group(1))] = child.id
+    if not numbered:
         return None, None
-    child = uow.lock_entities([child_id]).get(child_id)
+    child = uow.lock_entities([numbered[max(numbered)]]).get(numbered[max(numbered)])
     if child is None or child.parent_id != sup.id:
-        return None, None  # never act on an entity that is not this supervisor's child
+        return None, None
     if not child.terminal:
         return child, None
     history = engine.store.history(child.id)

@@ -141,15 +141,9 @@ class Supervisor:
         return sorted(found, key=lambda a: a.number)
 
     def current(self) -> EntityRow | None:
-        """The attempt the supervisor is on now (None before the first launch)."""
-        child = self.entity().data.get("child")
-        if not isinstance(child, str):
-            return None
-        try:
-            row = self.engine.get(child)
-        except FsmError:
-            return None
-        return row if row.parent_id == self.id else None
+        """The attempt the supervisor is on now: its newest (None before the first launch)."""
+        attempts = self.attempts()
+        return attempts[-1].entity if attempts else None
 
     def reason(self) -> str:
         """The supervisor's latest decision, in words."""
