@@ -27,6 +27,7 @@ from fsm.errors import FsmError, InvalidEvent, InvalidInput
 from fsm.events import Event, Outcome
 from fsm.observation import FailureKind, Observation
 from fsm.secret_refs import resolve_secrets, storable_arguments
+from fsm.supervision import supervise
 from storage import EntityRow, StorageError, queue
 from storage.records import RefreshMark
 
@@ -551,11 +552,13 @@ class Worker:
     # -- lifetime ----------------------------------------------------------------------------
 
     def tick(self) -> TickStats:
-        """Commands first (a due stop wins over a refresh), then refresh, then deadlines."""
+        """Commands first (a due stop wins over a refresh), then refresh, then deadlines, then
+        supervision (what just ended is replaced in the same tick)."""
         stats = TickStats()
         stats.commands = self.run_commands()
         stats.add(self.refresh())
         stats.timeouts = self.fire_timeouts()
+        supervise(self)
         return stats
 
     def open_work(self) -> int:

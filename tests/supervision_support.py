@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 
 from backends.sim import ServicePlan, SimBackend
 from fsm import Engine, Entity, ManualClock
-from fsm.supervision import supervise
 from fsm.supervisor import Supervisor
 from fsm.worker import Worker
 
@@ -39,8 +38,7 @@ class ScriptedSim(SimBackend):
 
 
 def tick(worker: Worker) -> None:
-    worker.tick()
-    supervise(worker)
+    worker.tick()  # supervision included
 
 
 def drive(
