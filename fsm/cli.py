@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from fsm import cli_database, cli_lifecycles, cli_runtime, live_demo
+from fsm import cli_database, cli_lifecycles, cli_runtime, cli_supervise, live_demo
 from fsm import demo as demo_module
 from fsm.cli_support import checked_url, console, describe, finite, one_line, reading, reporting
 from fsm.cli_support import show as _show
@@ -41,6 +41,7 @@ app.command(name="history")(cli_database.history)
 app.command(name="verify")(cli_database.verify)
 app.command(name="run")(cli_runtime.run)
 app.command(name="watch")(cli_runtime.watch)
+cli_supervise.register(app)
 
 
 @app.command()

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from fsm.cli_supervise import supervisor_rows, supervisors_table
 from fsm.cli_support import (
     DbOption,
     JsonOption,
@@ -26,6 +27,7 @@ from fsm.cli_support import (
 )
 from fsm.engine import Engine
 from fsm.lifecycles import BUILTIN_NAMES
+from fsm.supervision import SUPERVISOR
 from fsm.verify import Violation
 from storage.records import EntityRow, TransitionRow
 
@@ -198,7 +200,13 @@ def status(
     """Count entities by lifecycle and state."""
     with reporting(), reading(db) as engine:
         rows = status_rows(engine, lifecycle, state)
+        supervised = (
+            supervisor_rows(engine, live_only=True) if lifecycle in (None, SUPERVISOR) else []
+        )
     if as_json:
-        print_json({"total": sum(r["count"] for r in rows), "counts": rows})
+        total = sum(r["count"] for r in rows)
+        print_json({"total": total, "counts": rows, "supervisors": supervised})
     else:
         status_table(console(), rows)
+        if supervised:
+            supervisors_table(console(), supervised)

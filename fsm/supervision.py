@@ -164,7 +164,7 @@ def supervise(worker: Worker, limit: int = 500) -> int:
     moved = 0
     for sup in open_entities(engine.store, SUPERVISOR, limit):
         try:
-            if _step(worker, sup.id):
+            if _plan(worker, sup, None) is not None and _step(worker, sup.id):
                 moved += 1
         except (VersionConflict, DuplicateEntity):
             log.info("supervisor %s: another worker decided first", sup.id)
@@ -177,6 +177,16 @@ def _parsed(sup: EntityRow) -> tuple[Spec, Policy]:
     return Spec.from_dict(sup.data.get("spec")), Policy.from_dict(sup.data.get("policy"))
 
 
+def _plan(worker: Worker, sup: EntityRow, uow: Any) -> Plan | None:
+    """The supervisor's next step: first from plain reads (most ticks have nothing to do, and
+    need no write transaction), then again on the rows locked in `uow`."""
+    spec, policy = _parsed(sup)
+    if spec.lifecycle not in worker.routes:
+        return None  # another worker (one that drives its attempts) supervises it
+    child, ending = _current(worker.engine, uow, sup)
+    return decide(sup, child, ending, policy, worker.engine.clock())
+
+
 def _step(worker: Worker, sup_id: str) -> bool:
     engine = worker.engine
     with engine.store.transaction() as uow:
@@ -184,14 +194,11 @@ def _step(worker: Worker, sup_id: str) -> bool:
         sup = rows.get(sup_id)
         if sup is None or sup.terminal or sup.lifecycle != SUPERVISOR:
             return False
-        spec, policy = _parsed(sup)
-        if spec.lifecycle not in worker.routes:
-            return False  # another worker (one that drives its attempts) supervises it
-        child, ending = _current(engine, uow, sup)
-        now = engine.clock()
-        plan = decide(sup, child, ending, policy, now)
+        plan = _plan(worker, sup, uow)
         if plan is None:
             return False
+        spec = _parsed(sup)[0]
+        now = engine.clock()
         if plan.launch is not None and not _launch(worker, uow, sup, spec, plan.launch, now):
             taken = attempt_id(sup.id, plan.launch)
             plan = Plan(
@@ -229,7 +236,8 @@ def _current(engine: Any, uow: Any, sup: EntityRow) -> tuple[EntityRow | None, E
             numbered[int(match.group(1))] = child.id
     if not numbered:
         return None, None
-    child = uow.lock_entities([numbered[max(numbered)]]).get(numbered[max(numbered)])
+    newest = numbered[max(numbered)]
+    child = uow.lock_entities([newest]).get(newest) if uow is not None else engine.get(newest)
     if child is None or child.parent_id != sup.id:
         return None, None
     if not child.terminal:
