@@ -204,8 +204,10 @@ def status(
             supervisor_rows(engine, live_only=True) if lifecycle in (None, SUPERVISOR) else []
         )
     if as_json:
-        total = sum(r["count"] for r in rows)
-        print_json({"total": total, "counts": rows, "supervisors": supervised})
+        report: dict[str, Any] = {"total": sum(r["count"] for r in rows), "counts": rows}
+        if supervised:
+            report["supervisors"] = supervised
+        print_json(report)
     else:
         status_table(console(), rows)
         if supervised:
