@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 SUPERVISOR = "supervisor"
 SOURCE = "supervisor"
+#: the argument of a `stop` of an attempt that asks its supervisor for a restart now
+RESTART_KEY = "restart"
 _NUMBER = re.compile(r"-a(\d{1,9})$")
 
 
@@ -42,15 +44,18 @@ class Ending:
     event: str
     source: str
     at: datetime
+    asked: bool = False  # stopped with `{"restart": true}`: a restart someone asked for
 
     @classmethod
     def of(cls, child: EntityRow, last: TransitionRow | None) -> Ending:
         if last is None:
             return cls(child.state, "created", "unknown", child.state_entered_at)
-        return cls(child.state, last.event, last.source, child.state_entered_at)
+        asked = last.event == "stop" and last.payload.get(RESTART_KEY) is True
+        return cls(child.state, last.event, last.source, child.state_entered_at, asked)
 
     def as_payload(self) -> dict[str, Any]:
-        return {"ended": self.state, "by": self.event, "source": self.source}
+        found = {"ended": self.state, "by": self.event, "source": self.source}
+        return {**found, "asked": True} if self.asked else found
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,10 @@ def _due(data: Mapping[str, Any], now: datetime) -> bool:
 
 def _after_end(sup: EntityRow, attempt: int, ending: Ending, policy: Policy) -> Plan:
     payload = {"attempt": attempt, **ending.as_payload()}
+    if ending.asked:  # at once, and not held against the budget
+        now = ending.at.isoformat()
+        data = {"in_a_row": 0, "next_attempt_at": now}
+        return Plan("attempt_ended", ending.at, {**payload, "restart_in": 0.0}, data)
     if ending.state not in policy.on:
         return Plan("not_restarted", ending.at, {**payload, "policy_on": sorted(policy.on)})
     restarts = _times(sup.data.get("restarts"))

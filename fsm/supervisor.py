@@ -16,9 +16,9 @@ from typing import Any, TypeGuard
 from fsm import validation
 from fsm.engine import Engine
 from fsm.errors import FsmError, InvalidInput
-from fsm.supervision import SOURCE, SUPERVISOR
+from fsm.supervision import RESTART_KEY, SOURCE, SUPERVISOR
 from fsm.supervision_policy import Policy, Spec
-from storage import EntityRow, TransitionRow
+from storage import EntityRow, TransitionRow, queue
 
 _ATTEMPT = re.compile(r"-a(\d{1,9})$")
 
@@ -183,6 +183,18 @@ class Supervisor:
                     self.id, sup.state, f"not healthy after {timeout:g} s ({now}); {self.reason()}"
                 )
             sleep(every)
+
+    def restart(self) -> str | None:
+        """Ask for a fresh attempt now: the current one is stopped (by a `stop` the worker
+        carries out) and replaced at once, without backoff and outside the restart budget.
+        Returns the id of the attempt being replaced (None if none is live)."""
+        current = self.current()
+        if self.entity().terminal or current is None or current.terminal:
+            return None
+        now = self.engine.now()
+        with self.engine.store.transaction() as uow:
+            queue.schedule_command(uow, current.id, "stop", {RESTART_KEY: True}, now, now)
+        return current.id
 
     def stop(self) -> str:
         """Ask the supervisor to stop: the worker ends its attempt and restarts nothing.

@@ -270,3 +270,20 @@ def test_budget_counts_restarts_within_the_window_only(fast: Engine, clock: Manu
     drive(worker, clock, fast_sup, step=0.25, until=90)
     assert fast_sup.state == "GAVE_UP"
     assert len(fast_sup.attempts()) == 3  # the first, and the two restarts the window allows
+
+
+def test_restart_replaces_the_attempt_at_once_outside_the_budget(
+    fast: Engine, clock: ManualClock
+) -> None:
+    worker = Worker(fast, [ScriptedSim({})])
+    policy = {"max_restarts": 0, "backoff": {"initial": 300}}  # no restart of its own
+    sup = Supervisor.create(fast, {}, policy, id="svc")
+    assert sup.restart() is None  # nothing live yet
+    drive(worker, clock, sup, step=0.1, until=3)
+    for expected in ("svc-a1", "svc-a2"):
+        assert sup.restart() == expected
+        drive(worker, clock, sup, step=0.1, until=3)
+    assert [a.entity.state for a in sup.attempts()] == ["STOPPED", "STOPPED", "HEALTHY"]
+    ended = [t.payload for t in fast.history("svc") if t.event == "attempt_ended"]
+    assert [(p["asked"], p["restart_in"]) for p in ended] == [(True, 0.0), (True, 0.0)]
+    assert sup.state == "RUNNING"
