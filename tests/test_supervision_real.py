@@ -208,3 +208,35 @@ def test_twenty_sigkills_of_the_worker_neither_lose_nor_double_an_attempt(
         assert all(a.entity.state == "FAILED" for a in sup.attempts())
     assert engine.verify() == []
     engine.close()
+
+
+def _readme_section() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return readme.split("## Supervision: services kept running", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_shows_the_current_supervisor_diagram() -> None:
+    embedded = _readme_section().split("```mermaid\n", 1)[1].split("```", 1)[0]
+    assert embedded == (ROOT / "diagrams" / "supervisor.mmd").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs(tmp_path: Path) -> None:
+    code = _readme_section().split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 16
+    (tmp_path / "example.py").write_text(code)
+    done = subprocess.run(
+        [sys.executable, "example.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "answers, attempt 1" in done.stdout
+    engine = Engine.open_existing(f"sqlite:///{tmp_path}/fsm.db")
+    assert Supervisor(engine, "web").state == "STOPPED"
+    assert engine.get("web-a1").state == "STOPPED"
+    engine.close()
