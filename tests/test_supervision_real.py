@@ -159,7 +159,7 @@ def test_without_kills_each_supervisor_makes_exactly_its_budget_of_attempts(
         Supervisor.create(engine, {}, POLICY, id=f"sup{i}")
     while worker.open_work():
         tick(worker)
-        clock.advance(0.05)
+        clock.advance(0.25)
     for i in range(SUPERVISORS):
         assert Supervisor(engine, f"sup{i}").state == "GAVE_UP"
         assert _launches(engine, f"sup{i}") == ATTEMPTS
