@@ -20,21 +20,30 @@ BOOT = 0.5  # and answers its health check this long after that
 
 class ScriptedSim(SimBackend):
     """The simulator, with the fate of attempt N of any supervisor given by the test:
-    `("fails", t)` ends FAILED t seconds after creation, `("timeout", t)` TIMEOUT; attempts
-    beyond the script stay up."""
+    `("fails", t)` ends FAILED t seconds after creation, `("timeout", t)` TIMEOUT,
+    `("cancelled", t)` STOPPED by someone else's cancel; attempts beyond the script stay up."""
 
     def __init__(self, script: Mapping[int, tuple[str, float]]) -> None:
         super().__init__(seed=0)
         self.script = dict(script)
 
-    def service_plan(self, entity_id: str) -> ServicePlan:
+    def _step(self, entity_id: str) -> tuple[str, float] | None:
         match = _ATTEMPT.search(entity_id)
-        step = self.script.get(int(match.group(1))) if match else None
-        if step is None:
+        return self.script.get(int(match.group(1))) if match else None
+
+    def service_plan(self, entity_id: str) -> ServicePlan:
+        step = self._step(entity_id)
+        if step is None or step[0] == "cancelled":
             return ServicePlan("healthy", RUN_START, None, BOOT, 1e9, 1.5, 1e9)
         kind, life = step
         fate = "fails" if kind == "fails" else "healthy"
         return ServicePlan(fate, RUN_START, None, BOOT, life, 1.5, 1e9)
+
+    def _service_events(self, entity: Entity, t: float) -> tuple[str, ...]:
+        step = self._step(entity.id)
+        if step is not None and step[0] == "cancelled" and t >= step[1]:
+            return ("job_cancelled",)  # someone else cancelled the job (an scancel)
+        return super()._service_events(entity, t)
 
 
 def tick(worker: Worker) -> None:

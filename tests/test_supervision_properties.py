@@ -39,7 +39,9 @@ policies = st.fixed_dictionaries(
 )
 # an attempt that ends within a second never answers its health check: half of them do
 lifetimes = st.one_of(st.floats(0.3, 0.95), st.floats(1.0, 12))
-scripts = st.lists(st.tuples(st.sampled_from(["fails", "timeout"]), lifetimes), max_size=6)
+scripts = st.lists(
+    st.tuples(st.sampled_from(["fails", "timeout", "cancelled"]), lifetimes), max_size=6
+)
 
 
 def _base(policy: dict, in_a_row: int) -> float:  # type: ignore[type-arg]
