@@ -104,6 +104,8 @@ def decide(
     attempt = _number(child) if child is not None else 0
     state = sup.state
     if state == "PENDING" or (state == "BACKOFF" and _due(data, now)):
+        if child is not None and not child.terminal:
+            return None  # never a second live attempt, whatever moved the supervisor here
         n = attempt + 1
         payload: dict[str, Any] = {"attempt": n, "child": attempt_id(sup.id, n)}
         return Plan("launch", now, payload, {"attempt": n, "child": payload["child"]}, launch=n)

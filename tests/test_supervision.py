@@ -287,3 +287,16 @@ def test_restart_replaces_the_attempt_at_once_outside_the_budget(
     ended = [t.payload for t in fast.history("svc") if t.event == "attempt_ended"]
     assert [(p["asked"], p["restart_in"]) for p in ended] == [(True, 0.0), (True, 0.0)]
     assert sup.state == "RUNNING"
+
+
+def test_an_event_fired_by_hand_never_makes_a_second_live_attempt(
+    fast: Engine, clock: ManualClock
+) -> None:
+    worker = Worker(fast, [ScriptedSim({})])
+    sup = Supervisor.create(fast, {}, id="svc")
+    drive(worker, clock, sup, step=0.1, until=3)
+    fast.fire("svc", "attempt_ended", data={"next_attempt_at": None})  # not the worker's doing
+    for _ in range(20):
+        tick(worker)
+        clock.advance(0.5)
+    assert [a.entity.state for a in sup.attempts()] == ["HEALTHY"]
