@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from fsm.errors import FsmError
 from fsm.events import Event, NewEntity
 from fsm.supervision_policy import Policy, Spec, attempt_id
-from storage import DuplicateEntity, EntityRow, TransitionRow, VersionConflict, queue
+from storage import DuplicateEntity, EntityRow, TransitionRow, VersionConflict, queue, releases
 from storage.supervisors import open_entities
 
 if TYPE_CHECKING:
@@ -98,13 +98,16 @@ def decide(
     ending: Ending | None,
     policy: Policy,
     now: datetime,
+    held: bool = False,
 ) -> Plan | None:
-    """The supervisor's next step, or None when there is nothing to do yet."""
+    """The supervisor's next step, or None when there is nothing to do yet. `held`: the ended
+    attempt's release is not confirmed yet (its job or process may still run), so nothing is
+    launched, and a stop is not complete, until it is."""
     data = sup.data
     attempt = _number(child) if child is not None else 0
     state = sup.state
     if state == "PENDING" or (state == "BACKOFF" and _due(data, now)):
-        if child is not None and not child.terminal:
+        if (child is not None and not child.terminal) or held:
             return None  # never a second live attempt, whatever moved the supervisor here
         n = attempt + 1
         payload: dict[str, Any] = {"attempt": n, "child": attempt_id(sup.id, n)}
@@ -114,6 +117,8 @@ def decide(
             if data.get("stop_sent") == child.id:
                 return None
             return Plan(None, now, data={"stop_sent": child.id}, stop_child=child.id)
+        if held:
+            return None
         payload = {"attempt": attempt, **(ending.as_payload() if ending else {})}
         return Plan("attempt_stopped", ending.at if ending else now, payload)
     if state not in ("STARTING", "RUNNING"):
@@ -195,7 +200,15 @@ def _plan(worker: Worker, sup: EntityRow, uow: Any) -> Plan | None:
     if spec.lifecycle not in worker.routes:
         return None  # another worker (one that drives its attempts) supervises it
     child, ending = _current(worker.engine, uow, sup)
-    return decide(sup, child, ending, policy, worker.engine.clock())
+    held = child is not None and child.terminal and _held(worker.engine, child.id)
+    return decide(sup, child, ending, policy, worker.engine.clock(), held)
+
+
+def _held(engine: Any, entity_id: str) -> bool:
+    """Whether the entity's release obligation is still pending (contract 1)."""
+    with engine.store.reading() as conn:
+        obligation = releases.for_entity(conn, entity_id)
+    return obligation is not None and obligation.released_at is None
 
 
 def _step(worker: Worker, sup_id: str) -> bool:

@@ -300,3 +300,28 @@ def test_an_event_fired_by_hand_never_makes_a_second_live_attempt(
         tick(worker)
         clock.advance(0.5)
     assert [a.entity.state for a in sup.attempts()] == ["HEALTHY"]
+
+
+class Holding(ScriptedSim):
+    """Attempts hold something until `release` is confirmed; it fails while `stuck` is set."""
+
+    releases = True
+    stuck = True
+
+    def release(self, entity, now):  # type: ignore[no-untyped-def]
+        if self.stuck:
+            raise RuntimeError("controller down")
+
+
+def test_no_next_attempt_while_the_last_one_may_still_hold_something(
+    fast: Engine, clock: ManualClock
+) -> None:
+    sim = Holding({1: ("fails", 2.0)})
+    worker = Worker(fast, [sim])
+    sup = Supervisor.create(fast, {}, {"backoff": {"initial": 0.5, "jitter": 0}}, id="svc")
+    drive(worker, clock, sup, step=0.1, until=20)
+    assert sup.state == "BACKOFF" and len(sup.attempts()) == 1  # its release is not confirmed
+    sim.stuck = False
+    clock.advance(600)  # past the release's retry backoff
+    drive(worker, clock, sup, step=0.1, until=5)
+    assert len(sup.attempts()) == 2 and sup.state in ("STARTING", "RUNNING")
