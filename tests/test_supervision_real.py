@@ -182,15 +182,18 @@ def test_twenty_sigkills_of_the_worker_neither_lose_nor_double_an_attempt(
     while kills < 20:
         began = datetime.now(UTC)
         worker = worker_process(config, db)
-        # once it records its first transition it is at work: the kill falls somewhere in
-        # what follows (a launch, a refresh, a submit)
-        wait_for(lambda b=began: engine.store.transitions_since(b, 1), 60, "the worker to work")
-        assert open_supervisors(engine), "all done before 20 kills: make the work longer"
-        time.sleep(rng.uniform(0.0, 0.8))
-        if worker.poll() is not None:
-            raise AssertionError(worker.stderr.read() if worker.stderr else "worker exited")
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=30)
+        try:
+            # once it records its first transition it is at work: the kill falls somewhere
+            # in what follows (a launch, a refresh, a submit)
+            wait_for(lambda b=began: engine.store.transitions_since(b, 1), 60, "it to work")
+            assert open_supervisors(engine), "all done before 20 kills: make the work longer"
+            time.sleep(rng.uniform(0.0, 0.8))
+            if worker.poll() is not None:
+                raise AssertionError(worker.stderr.read() if worker.stderr else "it exited")
+        finally:
+            if worker.poll() is None:
+                os.kill(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
         kills += 1
         assert engine.verify() == []
         for i in range(SUPERVISORS):
@@ -199,7 +202,12 @@ def test_twenty_sigkills_of_the_worker_neither_lose_nor_double_an_attempt(
         progress.append(sum(len(_launches(engine, f"sup{i}")) for i in range(SUPERVISORS)))
     assert len(set(progress)) >= 5, progress  # the kills fell while it was launching
     worker = worker_process(config, db, "--exit-when-idle")
-    assert worker.wait(timeout=120) == 0, worker.stderr.read() if worker.stderr else ""
+    try:
+        assert worker.wait(timeout=120) == 0, worker.stderr.read() if worker.stderr else ""
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
     for i in range(SUPERVISORS):
         sup = Supervisor(engine, f"sup{i}")
         assert sup.state == "GAVE_UP"
