@@ -23,6 +23,7 @@ from fsm import demo as demo_module
 from fsm.cli_support import checked_url, console, describe, finite, one_line, reading, reporting
 from fsm.cli_support import show as _show
 from fsm.errors import FsmError, StorageError
+from fsm.web import serve as web_serve
 from storage.database import redacted, sqlite_path
 
 app = typer.Typer(
@@ -41,6 +42,7 @@ app.command(name="history")(cli_database.history)
 app.command(name="verify")(cli_database.verify)
 app.command(name="run")(cli_runtime.run)
 app.command(name="watch")(cli_runtime.watch)
+app.command(name="serve")(web_serve.serve)
 
 
 @app.command()

@@ -1,0 +1,68 @@
+"""`create_app`: the one ASGI application behind `fsm serve` (pages, API, SSE, metrics)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from fsm.engine import Engine
+from fsm.web import api, docs, errors, views, writes
+from fsm.web.reader import Reader, check_schema
+from fsm.web.tokens import Token
+from fsm.worker import BackendLike, Worker
+
+STATIC = Path(__file__).with_name("static")
+
+
+@dataclass
+class ServeSettings:
+    url: str
+    allow_writes: bool = False
+    tokens: list[Token] = field(default_factory=list)
+    backends: list[BackendLike] = field(default_factory=list)
+    use_dot: bool = True
+
+
+def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI:
+    """The application over `settings.url`, refused (`SchemaNotNewest`) unless the schema is
+    the newest. Reads use a read-only store; a second, writing one exists only with writes."""
+    reading = engine or Engine.open_existing(settings.url)
+    try:
+        check_schema(reading)
+    except BaseException:
+        reading.close()
+        raise
+    app = FastAPI(
+        title="fsm",
+        summary="Lifecycles of hosts and services: states, histories, definitions, live.",
+        version="1",
+        docs_url=None,  # FastAPI's Swagger and ReDoc pages load from a CDN: ours is offline
+        redoc_url=None,
+    )
+    app.state.reader = Reader(reading)
+    app.state.use_dot = settings.use_dot and shutil.which("dot") is not None
+    app.state.writes = None
+    if settings.allow_writes:
+        writer = Engine(settings.url, migrate=False)
+        app.state.writes = writes.WriteSide(
+            writer, Worker(writer, settings.backends, worker_id="api"), settings.tokens
+        )
+    errors.install(app)
+    app.include_router(api.router)
+    app.include_router(api.metrics_router)
+    app.include_router(writes.router)
+    app.include_router(docs.router)
+    app.include_router(views.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.on_event("shutdown")
+    def close() -> None:
+        reading.close()
+        if app.state.writes is not None:
+            app.state.writes.engine.close()
+
+    return app

@@ -1,0 +1,233 @@
+"""What the web view reads, in API models: lock-free reads of an existing database only.
+
+The store is opened like `fsm status` opens it (`Engine.open_existing`: nothing created,
+migrated, written or locked). A database whose schema is not the newest is refused: its
+columns may not be what the pages expect, and migrating is a writer's job.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from alembic.runtime.migration import MigrationContext
+
+from fsm.definition import Definition as DefinitionSpec
+from fsm.engine import Engine
+from fsm.errors import FsmError
+from fsm.lifecycle import Lifecycle
+from fsm.verify import verify_entity
+from fsm.web import models
+from fsm.web.overlay import overlays, versions_by_lifecycle, window_seconds
+from storage import EntityNotFound
+from storage.migrate import head_revision
+from storage.pages import (
+    EntityQuery,
+    Mark,
+    attention,
+    children,
+    count_matching,
+    entity_page,
+    fired_moves,
+    leases_by_worker,
+    scheduled_commands,
+    transitions_after,
+)
+from storage.records import TransitionRow
+
+T = TypeVar("T")
+CACHE_SECONDS = 2.0  # the overview's aggregates: at most this old (a page load, not a report)
+LAG_GRACE = timedelta(minutes=2)
+
+
+class SchemaNotNewest(FsmError):
+    """The database's schema is older (or newer) than this version of fsm expects."""
+
+
+def check_schema(engine: Engine) -> None:
+    with engine.store.reading() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    newest = head_revision()
+    if current != newest:
+        raise SchemaNotNewest(
+            f"database schema is at revision {current or 'none'}, this fsm needs {newest}: "
+            "upgrade it with a writer of this version (e.g. `fsm run`), then serve it"
+        )
+
+
+class Reader:
+    """Reads for the pages and the API; thread-safe (every read takes its own connection)."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] | None = None) -> None:
+        self.engine = engine
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._cache: dict[str, tuple[float, object]] = {}
+        self._lock = threading.Lock()
+
+    # -- lifecycles --------------------------------------------------------------------------
+
+    def lifecycles(self) -> dict[str, Lifecycle]:
+        """Registered lifecycles, plus the newest stored definition of any other name."""
+        known = dict(self.engine.lifecycles)
+        stored = self.engine.store.definitions()
+        for (name, _version), body in sorted(stored.items(), key=lambda kv: str(kv[1])):
+            if name not in known:
+                try:
+                    known[name] = Lifecycle(DefinitionSpec.from_dict(body))
+                except (FsmError, ValueError, TypeError):
+                    continue  # a definition we cannot compile is still listed by the API
+        return known
+
+    def lifecycle_infos(self) -> list[models.LifecycleInfo]:
+        versions: dict[str, list[str]] = {}
+        for name, version in sorted(self.engine.store.definitions()):
+            versions.setdefault(name, []).append(version)
+        out = []
+        for name, lc in self.lifecycles().items():
+            d = lc.definition
+            states = [
+                models.StateInfo(
+                    name=s.name,
+                    initial=s.initial,
+                    terminal=s.terminal,
+                    time_limit=s.time_limit,
+                    on_time_limit=s.on_time_limit if s.time_limit is not None else None,
+                )
+                for s in d.states
+            ]
+            out.append(
+                models.LifecycleInfo(
+                    name=name,
+                    version=lc.version,
+                    initial=lc.initial,
+                    states=states,
+                    triggers=list(d.triggers),
+                    versions=versions.get(name, []),
+                )
+            )
+        return out
+
+    def definition(self, name: str, version: str) -> models.Definition | None:
+        body = self.engine.store.definitions().get((name, version))
+        if body is None:
+            lc = self.engine.lifecycles.get(name)
+            if lc is None or lc.version != version:
+                return None
+            body = lc.definition.to_dict()
+        return models.Definition(name=name, version=version, body=body)
+
+    # -- overview ----------------------------------------------------------------------------
+
+    def _cached(self, key: str, build: Callable[[], T]) -> T:
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+                return hit[1]  # type: ignore[return-value]
+        value = build()
+        with self._lock:
+            self._cache[key] = (time.monotonic(), value)
+        return value
+
+    def overview(self, window: str) -> models.Overview:
+        seconds = window_seconds(window)  # WindowError for a bad one, before the cache
+        return self._cached(f"overview:{window}", lambda: self._overview(window, seconds))
+
+    def _overview(self, window: str, seconds: float | None) -> models.Overview:
+        now = self.clock()
+        since = None if seconds is None else now - timedelta(seconds=seconds)
+        store = self.engine.store
+        counts = store.count_by_state()
+        with store.reading() as conn:
+            moves = fired_moves(conn, since)
+            needs = {a.lifecycle: a for a in attention(conn, now, now - LAG_GRACE)}
+            leases = leases_by_worker(conn, now)
+        lifecycles = self.lifecycles()
+        found = overlays(counts, moves, versions_by_lifecycle(store, lifecycles), since)
+        names = list(lifecycles) + sorted(set(found) - set(lifecycles))
+        out = []
+        for name in names:
+            overlay = found.get(name)
+            if overlay is None:
+                continue
+            a = needs.get(name)
+            lc = lifecycles.get(name)
+            out.append(
+                models.LifecycleOverview(
+                    name=name,
+                    version=lc.version if lc else "",
+                    total=sum(overlay.counts.values()),
+                    counts=overlay.counts,
+                    moves=[
+                        models.Move(event=e, from_state=f, to_state=t, times=n)
+                        for (e, f, t), n in sorted(overlay.fired.items())
+                    ],
+                    failing_observations=a.failing_observations if a else 0,
+                    overdue_deadlines=a.overdue_deadlines if a else 0,
+                    lagging_refreshes=a.lagging_refreshes if a else 0,
+                )
+            )
+        return models.Overview(window=window, since=since, now=now, lifecycles=out, leases=leases)
+
+    # -- entities ----------------------------------------------------------------------------
+
+    def entities(self, query: EntityQuery) -> models.EntityPage:
+        with self.engine.store.reading() as conn:
+            page = entity_page(conn, query)
+            matching, more = count_matching(conn, query)
+        return models.EntityPage(
+            entities=[models.Entity.of(r) for r in page.rows],
+            next_cursor=page.next_cursor,
+            matching=matching,
+            more_than=more,
+        )
+
+    def entity(self, entity_id: str) -> models.EntityDetail:
+        row = self.engine.store.get_entity(entity_id)
+        if row is None:
+            raise EntityNotFound(entity_id)
+        with self.engine.store.reading() as conn:
+            kids = children(conn, entity_id)
+            pending = scheduled_commands(conn, entity_id, pending_only=True)
+        parent = self.engine.store.get_entity(row.parent_id) if row.parent_id else None
+        return models.EntityDetail(
+            entity=models.Entity.of(row),
+            parent=models.Entity.of(parent) if parent is not None else None,
+            children=[models.Entity.of(k) for k in kids],
+            pending_commands=[models.ScheduledCommand.of(c) for c in pending],
+            verification=self.verify(entity_id),
+        )
+
+    def history(self, entity_id: str) -> models.History:
+        row = self.engine.store.get_entity(entity_id)
+        if row is None:
+            raise EntityNotFound(entity_id)
+        rows = self.engine.store.history(entity_id)
+        return models.History(
+            entity=models.Entity.of(row), transitions=[models.Transition.of(t) for t in rows]
+        )
+
+    def verify(self, entity_id: str) -> models.Verification:
+        """Replay one entity's history through the definition versions it names."""
+        row = self.engine.store.get_entity(entity_id)
+        if row is None:
+            raise EntityNotFound(entity_id)
+        found = verify_entity(self.engine.store, self.engine.lifecycles, row)
+        return models.Verification(
+            entity_id=entity_id,
+            ok=not found,
+            violations=[models.Violation(kind=v.kind, detail=v.detail) for v in found],
+        )
+
+    # -- live --------------------------------------------------------------------------------
+
+    def start_mark(self, back: timedelta = timedelta(0)) -> Mark:
+        return Mark(self.clock() - back, "", 0)
+
+    def transitions_after(
+        self, mark: Mark, query: EntityQuery, limit: int = 500
+    ) -> list[tuple[str, TransitionRow]]:
+        with self.engine.store.reading() as conn:
+            return transitions_after(conn, mark, query, limit)

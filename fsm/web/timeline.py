@@ -1,0 +1,61 @@
+"""An entity's history as state bands over time (server-side SVG): one band per state it was
+in, from the moment it entered (observed time) to the next transition, or to now."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from html import escape
+
+from fsm.web.drawing import FILLS
+from storage.records import EntityRow, TransitionRow
+
+WIDTH, BAND, AXIS = 900, 28, 18
+PALETTE = ("#9ecae1", "#a1d99b", "#fdae6b", "#bcbddc", "#fc9272", "#c7e9c0", "#fdd0a2", "#d9d9d9")
+
+
+def bands(
+    entity: EntityRow, history: list[TransitionRow], now: datetime
+) -> list[tuple[str, datetime, datetime]]:
+    """(state, from, to) spans; times never run backwards even if observations did."""
+    state = history[0].from_state if history else entity.state
+    start = entity.created_at
+    spans: list[tuple[str, datetime, datetime]] = []
+    for t in history:
+        moment = max(start, t.observed_at)
+        spans.append((state, start, moment))
+        state, start = t.to_state, moment
+    spans.append((state, start, max(start, now)))
+    return spans
+
+
+def svg(entity: EntityRow, history: list[TransitionRow], now: datetime) -> str:
+    spans = bands(entity, history, now)
+    first, last = spans[0][1], spans[-1][2]
+    total = max((last - first).total_seconds(), 1e-6)
+    colours: dict[str, str] = {}
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" viewBox="0 0 {WIDTH} '
+        f'{BAND + AXIS}" role="img" aria-label="state timeline" data-testid="timeline">'
+    ]
+    for state, start, end in spans:
+        colour = colours.setdefault(state, PALETTE[len(colours) % len(PALETTE)])
+        x = (start - first).total_seconds() / total * WIDTH
+        w = max((end - start).total_seconds() / total * WIDTH, 1.0)
+        label = escape(state)
+        parts.append(
+            f'<g class="band" data-state="{label}"><title>{label}: {escape(start.isoformat())} → '
+            f'{escape(end.isoformat())}</title><rect x="{x:.1f}" y="0" width="{w:.1f}" '
+            f'height="{BAND}" fill="{colour}" stroke="{FILLS[-1]}" stroke-width="0.5"/>'
+            + (
+                f'<text x="{x + 4:.1f}" y="18" font-size="11">{label}</text>'
+                if w > 8 * len(state)
+                else ""
+            )
+            + "</g>"
+        )
+    parts.append(
+        f'<text x="0" y="{BAND + AXIS - 4}" font-size="10">{escape(first.isoformat())}</text>'
+        f'<text x="{WIDTH}" y="{BAND + AXIS - 4}" font-size="10" text-anchor="end">'
+        f"{escape(last.isoformat())}</text></svg>"
+    )
+    return "".join(parts)
