@@ -15,7 +15,18 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, get_args
 
-from sqlalchemy import ColumnElement, Connection, String, and_, cast, func, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    String,
+    and_,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.sql import Select
 
 from storage.records import EntityRow, ScheduledCommandRow, TransitionRow
@@ -130,7 +141,7 @@ def entity_page(conn: Connection, query: EntityQuery) -> EntityPage:
             statement = statement.where(c.id < last_id if query.descending else c.id > last_id)
         else:
             mark = tuple_(key, c.id)
-            after = tuple_(value, last_id)
+            after = tuple_(literal(value, key.type), literal(last_id, c.id.type))
             statement = statement.where(mark < after if query.descending else mark > after)
     order = [key.desc(), c.id.desc()] if query.descending else [key, c.id]
     if query.sort == "id":
@@ -261,7 +272,11 @@ def transitions_after(
         .join(entity_table, e.id == t.entity_id)
         .where(
             tuple_(t.recorded_at, t.entity_id, t.seq)
-            > tuple_(mark.recorded_at, mark.entity_id, mark.seq)
+            > tuple_(
+                literal(mark.recorded_at, t.recorded_at.type),
+                literal(mark.entity_id, t.entity_id.type),
+                literal(mark.seq, t.seq.type),
+            )
         )
     )
     if query.state is not None:  # the state the entity moved to

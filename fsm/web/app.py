@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +38,14 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     except BaseException:
         reading.close()
         raise
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        close(app)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="fsm",
         summary="Lifecycles of hosts and services: states, histories, definitions, live.",
         version="1",
@@ -59,10 +68,11 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     app.include_router(views.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.on_event("shutdown")
-    def close() -> None:
-        reading.close()
-        if app.state.writes is not None:
-            app.state.writes.engine.close()
-
     return app
+
+
+def close(app: FastAPI) -> None:
+    """Close the app's database connections (the reader's and the writer's, if any)."""
+    app.state.reader.engine.close()
+    if app.state.writes is not None:
+        app.state.writes.engine.close()
