@@ -29,6 +29,10 @@ def link(path: str, params: Mapping[str, Any] | None = None) -> str:
     return e(path + ("?" + urlencode(kept) if kept else ""))
 
 
+def compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+
+
 def json_block(value: Any, testid: str) -> str:
     text = json.dumps(value, indent=2, sort_keys=True, default=str)
     return f'<pre class="json" data-testid="{e(testid)}">{e(text)}</pre>'

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from fsm.web import drawing, timeline
 from fsm.web.api import QueryDep, ReaderDep, entity_id_of
-from fsm.web.html import e, json_block, link, page, row, table, when
+from fsm.web.html import compact, e, json_block, link, page, row, table, when
 from fsm.web.models import Entity, LifecycleOverview
 from fsm.web.overlay import WINDOWS, Overlay
 from fsm.web.reader import Reader
@@ -103,7 +103,7 @@ def _filters(query: EntityQuery, lifecycles: list[str]) -> str:
 
 
 def _entity_row(x: Entity) -> str:
-    preview = e(str(x.data)[:80])
+    preview = e(compact(x.data)[:80])
     return row(
         [
             f'<a href="/entities/{e(x.id)}">{e(x.id)}</a>',
@@ -168,14 +168,14 @@ def entity(entity_id: str, r: ReaderDep) -> HTMLResponse:
                 e(t.source),
                 when(t.observed_at),
                 when(t.recorded_at),
-                f"<code>{e(t.payload) if t.payload else ''}</code>",
+                f"<code>{e(compact(t.payload)) if t.payload else ''}</code>",
             ],
             f'data-seq="{t.seq}"',
         )
         for t in history.transitions
     ]
     pending = [
-        row([str(c.id), e(c.command), when(c.due_at), f"<code>{e(c.arguments)}</code>"])
+        row([str(c.id), e(c.command), when(c.due_at), f"<code>{e(compact(c.arguments))}</code>"])
         for c in detail.pending_commands
     ]
     kids = [_entity_row(k) for k in detail.children]
