@@ -34,8 +34,9 @@ def svg(entity: EntityRow, history: list[TransitionRow], now: datetime) -> str:
     total = max((last - first).total_seconds(), 1e-6)
     colours: dict[str, str] = {}
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{BAND + AXIS}" viewBox="0 0 {WIDTH} '
-        f'{BAND + AXIS}" role="img" aria-label="state timeline" data-testid="timeline">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{BAND + AXIS}" '
+        f'viewBox="0 0 {WIDTH} {BAND + AXIS}" role="img" aria-label="state timeline" '
+        'data-testid="timeline">'
     ]
     for state, start, end in spans:
         colour = colours.setdefault(state, PALETTE[len(colours) % len(PALETTE)])
