@@ -12,14 +12,14 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, get_args
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     String,
-    and_,
+    case,
     cast,
     func,
     literal,
@@ -106,7 +106,7 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _filtered(query: EntityQuery, base: Select[Any]) -> Select[Any]:
+def _filtered(query: EntityQuery, base: Select[Any], dialect: str) -> Select[Any]:
     c = entity_table.c
     if query.lifecycle is not None:
         base = base.where(c.lifecycle == query.lifecycle)
@@ -120,12 +120,12 @@ def _filtered(query: EntityQuery, base: Select[Any]) -> Select[Any]:
         base = base.where(c.id == query.entity_id)
     if query.text:
         pattern = like_pattern(query.text[:MAX_SEARCH])
-        base = base.where(
-            or_(
-                c.id.ilike(pattern, escape="\\"),
-                cast(c.data, String).ilike(pattern, escape="\\"),
-            )
-        )
+        text = cast(c.data, String)
+        if dialect == "sqlite":  # LIKE ignores ASCII case there; lower() would cost a call
+            found = or_(c.id.like(pattern, escape="\\"), text.like(pattern, escape="\\"))
+        else:
+            found = or_(c.id.ilike(pattern, escape="\\"), text.ilike(pattern, escape="\\"))
+        base = base.where(found)
     return base
 
 
@@ -133,7 +133,7 @@ def entity_page(conn: Connection, query: EntityQuery) -> EntityPage:
     """One page of entities in the query's order, and the cursor of the next page (if any)."""
     c = entity_table.c
     key = c[query.sort]
-    statement = _filtered(query, select(entity_table))
+    statement = _filtered(query, select(entity_table), conn.dialect.name)
     position = decode_cursor(query)
     if position is not None:
         value, last_id = position
@@ -157,7 +157,8 @@ def entity_page(conn: Connection, query: EntityQuery) -> EntityPage:
 
 def count_matching(conn: Connection, query: EntityQuery, cap: int = 10_000) -> tuple[int, bool]:
     """How many entities match (counted up to `cap`, and whether there are more)."""
-    inner = _filtered(query, select(entity_table.c.id)).limit(cap + 1).subquery()
+    matching = _filtered(query, select(entity_table.c.id), conn.dialect.name).limit(cap + 1)
+    inner = matching.subquery()
     total = int(conn.execute(select(func.count()).select_from(inner)).scalar_one())
     return min(total, cap), total > cap
 
@@ -175,14 +176,72 @@ class FiredMove(NamedTuple):
     times: int
 
 
-def fired_moves(conn: Connection, since: datetime | None) -> list[FiredMove]:
-    """Moves recorded at or after `since` (all when None), from `ix_transition_moves` alone."""
+_MOVE = (
+    transition_table.c.definition_version,
+    transition_table.c.event,
+    transition_table.c.from_state,
+    transition_table.c.to_state,
+)
+
+
+def fired_moves(
+    conn: Connection, since: datetime | None, before: datetime | None = None
+) -> list[FiredMove]:
+    """Moves recorded in [since, before) (unbounded where None), from `ix_transition_moves`
+    alone."""
     t = transition_table.c
-    columns = (t.definition_version, t.event, t.from_state, t.to_state)
-    statement = select(*columns, func.count()).group_by(*columns)
+    statement = select(*_MOVE, func.count()).group_by(*_MOVE)
     if since is not None:
         statement = statement.where(t.recorded_at >= since)
+    if before is not None:
+        statement = statement.where(t.recorded_at < before)
     return [FiredMove(v, e, f, to, int(n)) for v, e, f, to, n in conn.execute(statement)]
+
+
+def _minute(conn: Connection) -> ColumnElement[Any]:
+    t = transition_table.c
+    if conn.dialect.name == "sqlite":  # fixed-width ISO text: "YYYY-MM-DDTHH:MM"
+        return func.substr(t.recorded_at, 1, 16)
+    return func.date_trunc("minute", t.recorded_at)
+
+
+def moves_by_minute(
+    conn: Connection, since: datetime, before: datetime
+) -> list[tuple[datetime, FiredMove]]:
+    """Moves recorded in [since, before), counted per minute (its start, UTC)."""
+    t = transition_table.c
+    minute = _minute(conn)
+    statement = (
+        select(minute, *_MOVE, func.count())
+        .where(t.recorded_at >= since, t.recorded_at < before)
+        .group_by(minute, *_MOVE)
+    )
+    out = []
+    for at, v, e, f, to, n in conn.execute(statement):
+        start = at if isinstance(at, datetime) else datetime.fromisoformat(f"{at}:00+00:00")
+        out.append((start.astimezone(UTC), FiredMove(v, e, f, to, int(n))))
+    return out
+
+
+class RecordedMove(NamedTuple):
+    entity_id: str
+    seq: int
+    recorded_at: datetime
+    move: tuple[str, str, str, str]  # (definition_version, event, from_state, to_state)
+
+
+def moves_since(conn: Connection, since: datetime, limit: int = 100_000) -> list[RecordedMove]:
+    """Each transition recorded at or after `since`, oldest first (the tally's increments)."""
+    t = transition_table.c
+    statement = (
+        select(t.entity_id, t.seq, t.recorded_at, *_MOVE)
+        .where(t.recorded_at >= since)
+        .order_by(t.recorded_at)
+        .limit(limit)
+    )
+    return [
+        RecordedMove(i, q, at, (v, e, f, to)) for i, q, at, v, e, f, to in conn.execute(statement)
+    ]
 
 
 class Attention(NamedTuple):
@@ -195,24 +254,26 @@ class Attention(NamedTuple):
 
 
 def attention(conn: Connection, now: datetime, lag_before: datetime) -> list[Attention]:
-    """Entities not yet terminal whose last observations failed, whose deadline passed, or
-    whose refresh is due since before `lag_before` (no worker got to it)."""
+    """Per lifecycle, entities not yet terminal whose last observations failed, whose deadline
+    passed, or whose refresh is due since before `lag_before` (no worker got to it): one pass
+    over `ix_entity_attention`, in its order."""
     c = entity_table.c
-    live = c.terminal.is_(False)
-    checks = {
-        "failing": and_(live, c.observation_failures > 0),
-        "overdue": and_(live, c.deadline_at.is_not(None), c.deadline_at < now),
-        "lagging": and_(live, c.next_refresh_at.is_not(None), c.next_refresh_at < lag_before),
-    }
-    found: dict[str, dict[str, int]] = {}
-    for name, condition in checks.items():
-        statement = select(c.lifecycle, func.count()).where(condition).group_by(c.lifecycle)
-        for lifecycle, n in conn.execute(statement):
-            found.setdefault(lifecycle, {})[name] = int(n)
-    return [
-        Attention(lc, v.get("failing", 0), v.get("overdue", 0), v.get("lagging", 0))
-        for lc, v in sorted(found.items())
-    ]
+
+    def how_many(condition: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    statement = (
+        select(
+            c.lifecycle,
+            how_many(c.observation_failures > 0),
+            how_many(c.deadline_at < now),
+            how_many(c.next_refresh_at < lag_before),
+        )
+        .where(c.terminal.is_(False))
+        .group_by(c.lifecycle)
+        .order_by(c.lifecycle)
+    )
+    return [Attention(lc, int(a), int(b), int(d)) for lc, a, b, d in conn.execute(statement)]
 
 
 def leases_by_worker(conn: Connection, now: datetime) -> dict[str, int]:
@@ -282,7 +343,7 @@ def transitions_after(
     if query.state is not None:  # the state the entity moved to
         statement = statement.where(t.to_state == query.state)
         query = replace(query, state=None)
-    statement = _filtered(query, statement)
+    statement = _filtered(query, statement, conn.dialect.name)
     statement = statement.order_by(t.recorded_at, t.entity_id, t.seq).limit(limit)
     return [(row[0], TransitionRow(*row[1:])) for row in conn.execute(statement)]
 

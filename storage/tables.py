@@ -46,7 +46,14 @@ class EntityTable(SQLModel, table=True):
         Index("ix_entity_state_entered_at_id", "state_entered_at", "id"),
         Index("ix_entity_lifecycle_state_id", "lifecycle", "state", "id"),
         Index("ix_entity_lease_owner", "lease_owner"),
-        Index("ix_entity_observation_failures", "observation_failures"),
+        Index(
+            "ix_entity_attention",
+            "terminal",
+            "lifecycle",
+            "observation_failures",
+            "deadline_at",
+            "next_refresh_at",
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=200)

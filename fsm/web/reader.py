@@ -22,6 +22,7 @@ from fsm.lifecycle import Lifecycle
 from fsm.verify import verify_entity
 from fsm.web import models
 from fsm.web.overlay import overlays, versions_by_lifecycle, window_seconds
+from fsm.web.tally import MoveTally
 from storage import EntityNotFound
 from storage.migrate import head_revision
 from storage.pages import (
@@ -31,7 +32,6 @@ from storage.pages import (
     children,
     count_matching,
     entity_page,
-    fired_moves,
     leases_by_worker,
     scheduled_commands,
     transitions_after,
@@ -61,9 +61,16 @@ def check_schema(engine: Engine) -> None:
 class Reader:
     """Reads for the pages and the API; thread-safe (every read takes its own connection)."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], datetime] | None = None,
+        cache_seconds: float = CACHE_SECONDS,
+    ) -> None:
         self.engine = engine
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.cache_seconds = cache_seconds
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.tally = MoveTally(engine.store, self.clock)
         self._cache: dict[str, tuple[float, object]] = {}
         self._lock = threading.Lock()
 
@@ -124,7 +131,7 @@ class Reader:
     def _cached(self, key: str, build: Callable[[], T]) -> T:
         with self._lock:
             hit = self._cache.get(key)
-            if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+            if hit is not None and time.monotonic() - hit[0] < self.cache_seconds:
                 return hit[1]  # type: ignore[return-value]
         value = build()
         with self._lock:
@@ -140,8 +147,8 @@ class Reader:
         since = None if seconds is None else now - timedelta(seconds=seconds)
         store = self.engine.store
         counts = store.count_by_state()
+        moves = self.tally.counts(since)
         with store.reading() as conn:
-            moves = fired_moves(conn, since)
             needs = {a.lifecycle: a for a in attention(conn, now, now - LAG_GRACE)}
             leases = leases_by_worker(conn, now)
         lifecycles = self.lifecycles()
@@ -176,7 +183,10 @@ class Reader:
     def entities(self, query: EntityQuery) -> models.EntityPage:
         with self.engine.store.reading() as conn:
             page = entity_page(conn, query)
-            matching, more = count_matching(conn, query)
+            if page.next_cursor is None and query.after is None:
+                matching, more = len(page.rows), False  # all of them are on this page
+            else:
+                matching, more = count_matching(conn, query)
         return models.EntityPage(
             entities=[models.Entity.of(r) for r in page.rows],
             next_cursor=page.next_cursor,

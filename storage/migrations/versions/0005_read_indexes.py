@@ -22,7 +22,11 @@ INDEXES: tuple[tuple[str, str, list[str]], ...] = (
     ("ix_entity_state_entered_at_id", "entity", ["state_entered_at", "id"]),
     ("ix_entity_lifecycle_state_id", "entity", ["lifecycle", "state", "id"]),
     ("ix_entity_lease_owner", "entity", ["lease_owner"]),
-    ("ix_entity_observation_failures", "entity", ["observation_failures"]),
+    (
+        "ix_entity_attention",
+        "entity",
+        ["terminal", "lifecycle", "observation_failures", "deadline_at", "next_refresh_at"],
+    ),
     (
         "ix_transition_moves",
         "transition",
