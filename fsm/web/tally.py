@@ -2,8 +2,11 @@
 every transition: one grouped scan when the server starts (totals, and per-minute counts
 for the last `KEEP`), then each request reads only what was recorded since the last one.
 
-Windows are exact to the minute. Writers may commit slightly out of recording order, so each
-refresh looks `OVERLAP` behind the newest transition seen and skips the ones already counted.
+Windows are exact to the minute. Writers may commit slightly out of recording order (a
+transaction that started first commits last), so each refresh reads again what was recorded
+in the last `OVERLAP` seconds and skips the transitions it counted already; a transaction
+open longer than that, or a writer whose clock lags ours by more, is counted only by a direct
+query (`fsm diagram --db`, a window older than the per-minute counts) or after a restart.
 A window that reaches further back than the per-minute counts is answered by a direct query.
 """
 
@@ -36,8 +39,8 @@ class MoveTally:
         self._total: Counter[Move] = Counter()
         self._minutes: dict[datetime, Counter[Move]] = {}
         self._kept_from: datetime | None = None  # per-minute counts exist from here on
-        self._newest: datetime | None = None  # the newest transition counted (or the floor)
-        self._floor: datetime | None = None  # the load counted everything before this
+        self._newest: datetime | None = None  # the newest transition counted (or the load's)
+        self._floor: datetime | None = None  # everything recorded before it is counted
         self._seen: dict[tuple[str, int], datetime] = {}
 
     def _load(self, now: datetime) -> None:
@@ -55,7 +58,7 @@ class MoveTally:
             self._load(now)
         assert self._newest is not None and self._kept_from is not None
         assert self._floor is not None
-        look_from = max(self._floor, self._newest - OVERLAP)
+        look_from = self._floor  # everything recorded before it is counted
         with self.store.reading() as conn:
             rows = moves_since(conn, look_from)
         for row in rows:
@@ -66,8 +69,10 @@ class MoveTally:
             self._total[row.move] += 1
             self._minutes.setdefault(_minute(row.recorded_at), Counter())[row.move] += 1
             self._newest = max(self._newest, row.recorded_at)
-        horizon = self._newest - OVERLAP * 2
-        self._seen = {k: at for k, at in self._seen.items() if at >= horizon}
+        # what was recorded before `settled` has committed: it will not be read again
+        settled = max(self._floor, min(self._newest, now - OVERLAP))
+        self._seen = {k: at for k, at in self._seen.items() if at >= settled}
+        self._floor = settled
         kept_from = _minute(now - KEEP)
         if kept_from > self._kept_from:
             self._minutes = {m: c for m, c in self._minutes.items() if m >= kept_from}
