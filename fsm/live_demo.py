@@ -135,6 +135,7 @@ def run(url: str, console: Console, *, seconds: float = 30.0) -> LiveReport:
     )
     worker = Worker(engine, [backend], settings=WorkerSettings(lease_seconds=10))
     ids: dict[str, str] = {}
+    view = _web_view(url, console)
     try:
         for service in SERVICES:
             entity = engine.create(
@@ -185,6 +186,8 @@ def run(url: str, console: Console, *, seconds: float = 30.0) -> LiveReport:
         report.diagram_files = _annotated_diagrams(engine, base)
         return report
     finally:
+        if view is not None:
+            view.stop()
         for entity_id in ids.values():  # nothing outlives the demo
             entity = engine.get(entity_id)
             if not entity.terminal:
@@ -193,6 +196,21 @@ def run(url: str, console: Console, *, seconds: float = 30.0) -> LiveReport:
                 backend.release(entity, engine.clock())
         backend.close()
         engine.close()
+
+
+def _web_view(url: str, console: Console) -> Any:
+    """`fsm serve` on the demo's database while it runs (skipped without the web extra)."""
+    try:
+        from fsm.web.background import serve_in_background
+    except ImportError:
+        return None
+    try:
+        view = serve_in_background(url)
+    except OSError as exc:
+        log.warning("no web view: %s", exc)
+        return None
+    console.print(f"web view of this demo, live while it runs: {view.address}/")
+    return view
 
 
 def _plain(t: TransitionRow, ids: dict[str, str]) -> str:

@@ -3,18 +3,15 @@ uvicorn in a thread (a real HTTP server on a free port, for the browser and SSE)
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import uvicorn
 from fastapi import FastAPI
 
 from fsm import Engine
-from fsm.web.app import ServeSettings, close, create_app
+from fsm.web.app import ServeSettings, create_app
+from fsm.web.background import BackgroundServer
 from fsm.web.tokens import Token
 
 SECRET = "hunter2-very-secret-value"
@@ -55,33 +52,14 @@ def build(url: str, services: int = 12, hosts: int = 5) -> Built:
         engine.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def serving(app: FastAPI) -> Iterator[str]:
     """Serve `app` on 127.0.0.1 in a thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
+    server = BackgroundServer(app).start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield server.address
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        close(app)
+        server.stop()
 
 
 def app_for(url: str, *, writes: bool = False, use_dot: bool = True) -> FastAPI:
