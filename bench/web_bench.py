@@ -4,6 +4,7 @@
     python bench/web_bench.py --entities 20000   # smaller
     python bench/web_bench.py --pg URL           # on PostgreSQL (a fresh schema)
     python bench/web_bench.py --json out.json
+    python bench/web_bench.py --db sqlite:///big.db   # an existing database, as it is
 
 Each page is requested `--repeat` times through uvicorn (the server `fsm serve` runs), the
 overview's short cache switched off so that every request computes. The anchor is
@@ -83,7 +84,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--pg", metavar="URL", help="PostgreSQL server URL (a fresh schema)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--db", metavar="URL", help="measure this database as it is")
     args = parser.parse_args()
+    if args.db:
+        return measure(args.db, args)
     with tempfile.TemporaryDirectory() as tmp:
         schema = None
         if args.pg:

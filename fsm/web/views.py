@@ -158,7 +158,12 @@ def entity(entity_id: str, r: ReaderDep) -> HTMLResponse:
     x = detail.entity
     row_now = r.engine.store.get_entity(target)
     raw = r.engine.store.history(target)
-    band = timeline.svg(row_now, raw, r.clock()) if row_now is not None else ""
+    now = r.clock()
+    band = (
+        timeline.svg(row_now, raw, now) + timeline.legend(row_now, raw, now)
+        if row_now is not None
+        else ""
+    )
     transitions = [
         row(
             [
