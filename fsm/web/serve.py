@@ -6,6 +6,8 @@ $FSM_API_TOKENS or `--token-file` (never from the command line, where `ps` shows
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -53,13 +55,27 @@ def serve(
             )
         if not allow_writes and (token_file or config):
             raise UsageProblem("--token-file and --config only matter with --allow-writes")
+        _check_address(host, port)
         backends = [make_backend(b) for b in load_config(config).backends] if config else []
-        try:
-            app = create_app(
-                ServeSettings(url, allow_writes=allow_writes, tokens=tokens, backends=backends)
-            )
-        except FsmError:
-            raise
+        app = create_app(
+            ServeSettings(url, allow_writes=allow_writes, tokens=tokens, backends=backends)
+        )
         mode = "read-write" if allow_writes else "read-only"
         typer.echo(f"fsm serve: http://{host}:{port}/ ({mode}; API docs at /docs)", err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _check_address(host: str, port: int) -> None:
+    """Refuse an address that cannot be listened on before the database is opened."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise UsageProblem(f"--host {host[:100]!r} is not an address here: {exc}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used: {exc}"
+            raise FsmError(f"{host}:{port} {reason}") from None
