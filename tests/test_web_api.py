@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from contextlib import redirect_stdout
 from datetime import datetime
 
@@ -203,6 +204,7 @@ def test_the_stream_sends_new_transitions_matching_its_filters(sqlite_url: str) 
             lines = answer.iter_lines()
             assert next(line for line in lines if line.startswith("event:")) == "event: ready"
             engine = Engine(sqlite_url)
+            engine.fire("host-0", "provision", {})  # another lifecycle: filtered out
             engine.fire("svc-000", "job_pending", {"token": SECRET})
             engine.close()
             next(line for line in lines if line == "event: transition")
@@ -281,3 +283,35 @@ def test_writes_go_through_the_engine_and_record_the_token_name(db_url: str) -> 
         assert c.get("/api/entities/api-1").json()["pending_commands"] == []
         history = c.get("/api/entities/api-1/history").json()["transitions"]
     assert [(t["event"], t["source"]) for t in history] == [("job_pending", "api:ci")]
+
+
+def test_a_lifecycle_only_the_database_knows_is_listed_and_drawn(sqlite_url: str) -> None:
+    from fsm.definition import Definition
+    from fsm.lifecycle import Lifecycle
+
+    definition = Definition.from_dict(
+        {
+            "name": "deploy",
+            "states": [{"name": "READY", "initial": True}, {"name": "DONE", "terminal": True}],
+            "transitions": [
+                {"trigger": "ship", "source": ["READY"], "dest": "DONE", "guards": ["approved"]}
+            ],
+        },
+        known_guards=["approved"],
+    )
+    engine = Engine(sqlite_url, lifecycles=[Lifecycle(definition, guards={"approved": bool})])
+    engine.create("deploy", {}, id="d-1")
+    engine.fire("d-1", "ship", {})
+    engine.close()
+    with client(sqlite_url) as c:
+        names = [lc["name"] for lc in c.get("/api/lifecycles").json()]
+        assert "deploy" in names
+        overview = c.get("/api/overview", params={"window": "all"}).json()
+        deploy = next(lc for lc in overview["lifecycles"] if lc["name"] == "deploy")
+        assert deploy["counts"] == {"DONE": 1}
+        assert deploy["moves"] == [
+            {"event": "ship", "from_state": "READY", "to_state": "DONE", "times": 1}
+        ]
+        page = c.get("/?window=all").text
+        assert 'data-lifecycle="deploy"' in page
+        assert re.search(r'id="state(-|&#45;)DONE"', page)  # graphviz writes "-" as &#45;

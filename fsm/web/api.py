@@ -67,6 +67,21 @@ def entity_query(
 QueryDep = Annotated[EntityQuery, Depends(entity_query)]
 
 
+def stream_query(
+    lifecycle: Text = None,
+    state: Annotated[str | None, Query(max_length=200, description="the state moved to")] = None,
+    profile: Text = None,
+    parent: Text = None,
+    entity: Text = None,
+    q: Annotated[str | None, Query(max_length=200, description="text in the id or data")] = None,
+) -> EntityQuery:
+    filters = entity_query(lifecycle, state, profile, parent, q)
+    return replace(filters, entity_id=clean(entity, "entity"))
+
+
+StreamQueryDep = Annotated[EntityQuery, Depends(stream_query)]
+
+
 def entity_id_of(entity_id: str) -> str:
     found = clean(entity_id, "entity id")
     if found is None or len(found) > 200:
@@ -140,15 +155,12 @@ def entity(entity_id: str, r: ReaderDep) -> models.EntityDetail:
 async def transitions(
     request: Request,
     r: ReaderDep,
-    query: QueryDep,
-    entity: Text = None,
+    query: StreamQueryDep,
     since: Annotated[float, Query(ge=0, le=86400, description="also the last N seconds")] = 0,
     seconds: Annotated[float | None, Query(gt=0, le=86400, description="end after N s")] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: one `transition` event per transition recorded from now on, for
     entities matching the same filters as /api/entities (state: the state moved to)."""
-    if entity is not None:
-        query = replace(query, entity_id=clean(entity, "entity"))
     resume = stream.parse_mark(request.headers.get("last-event-id"))
     start = resume or r.start_mark(timedelta(seconds=since))
     body = stream.transitions(r, query, start, request.is_disconnected, until=seconds)

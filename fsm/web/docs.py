@@ -19,7 +19,8 @@ def operations(spec: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for path, methods in spec.get("paths", {}).items():
         for method, op in methods.items():
             params = ", ".join(p["name"] for p in op.get("parameters", []) if p["in"] == "query")
-            summary = (op.get("description") or op.get("summary") or "").split("\n")[0]
+            text = op.get("description") or op.get("summary") or ""
+            summary = " ".join(text.split("\n\n")[0].split())
             found.append((method.upper(), path, params, summary))
     return found
 

@@ -11,10 +11,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from alembic.runtime.migration import MigrationContext
 
+from fsm.definition import BUILTIN_GUARDS
 from fsm.definition import Definition as DefinitionSpec
 from fsm.engine import Engine
 from fsm.errors import FsmError
@@ -58,6 +59,29 @@ def check_schema(engine: Engine) -> None:
         )
 
 
+def drawable(body: dict[str, Any]) -> Lifecycle | None:
+    """A stored definition compiled for drawing only (None if it no longer parses)."""
+
+    def never(*_args: object) -> bool:
+        return False
+
+    def nothing(*_args: object) -> None:
+        return None
+
+    moves = body.get("transitions", []) if isinstance(body, dict) else []
+    guards = {g for t in moves for key in ("guards", "unless") for g in t.get(key, [])}
+    callbacks = {c for t in moves for c in t.get("after", [])}
+    try:
+        definition = DefinitionSpec.from_dict(body, known_guards=guards)
+        return Lifecycle(
+            definition,
+            guards=dict.fromkeys(guards - BUILTIN_GUARDS, never),
+            callbacks=dict.fromkeys(callbacks, nothing),
+        )
+    except (FsmError, ValueError, TypeError, AttributeError):
+        return None
+
+
 class Reader:
     """Reads for the pages and the API; thread-safe (every read takes its own connection)."""
 
@@ -72,20 +96,23 @@ class Reader:
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.tally = MoveTally(engine.store, self.clock)
         self._cache: dict[str, tuple[float, object]] = {}
+        self._drawable: dict[tuple[str, str], Lifecycle | None] = {}
         self._lock = threading.Lock()
 
     # -- lifecycles --------------------------------------------------------------------------
 
     def lifecycles(self) -> dict[str, Lifecycle]:
-        """Registered lifecycles, plus the newest stored definition of any other name."""
+        """Registered lifecycles, plus one stored definition of any other name (compiled once,
+        for drawing: its guards and callbacks are names here, never code)."""
         known = dict(self.engine.lifecycles)
-        stored = self.engine.store.definitions()
-        for (name, _version), body in sorted(stored.items(), key=lambda kv: str(kv[1])):
-            if name not in known:
-                try:
-                    known[name] = Lifecycle(DefinitionSpec.from_dict(body))
-                except (FsmError, ValueError, TypeError):
-                    continue  # a definition we cannot compile is still listed by the API
+        for (name, version), body in sorted(self.engine.store.definitions().items()):
+            if name in known:
+                continue
+            if (name, version) not in self._drawable:
+                self._drawable[(name, version)] = drawable(body)
+            found = self._drawable[(name, version)]
+            if found is not None:
+                known[name] = found
         return known
 
     def lifecycle_infos(self) -> list[models.LifecycleInfo]:
