@@ -81,6 +81,7 @@ def demo(
         where = str(path.resolve()) if path is not None else redacted(url)
         _show(out, f"{summary}\ndatabase: {where}")
         _show(out, f"look around: fsm status --db {redacted(url)}")
+        _show(out, f"in a browser: fsm serve --db {redacted(url)}")
     if violations:
         raise typer.Exit(1)
 

@@ -135,7 +135,7 @@ def run(url: str, console: Console, *, seconds: float = 30.0) -> LiveReport:
     )
     worker = Worker(engine, [backend], settings=WorkerSettings(lease_seconds=10))
     ids: dict[str, str] = {}
-    view = _web_view(url, console)
+    web = _web_view(url, console)
     try:
         for service in SERVICES:
             entity = engine.create(
@@ -186,8 +186,8 @@ def run(url: str, console: Console, *, seconds: float = 30.0) -> LiveReport:
         report.diagram_files = _annotated_diagrams(engine, base)
         return report
     finally:
-        if view is not None:
-            view.stop()
+        if web is not None:
+            web.stop()
         for entity_id in ids.values():  # nothing outlives the demo
             entity = engine.get(entity_id)
             if not entity.terminal:

@@ -119,3 +119,22 @@ def test_diagram_with_db_draws_the_live_overlay(tmp_path: Path) -> None:
     assert "job_running \N{MULTIPLICATION SIGN}6" in dot.stdout
     one_line_error(fsm("diagram", "service", "--db", url, "--since", "soon"), 2, "window")
     one_line_error(fsm("diagram", "service", "--since", "1h"), 2, "--db")
+
+
+def test_the_demo_hook_serves_its_database_and_stops(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from fsm.live_demo import _web_view
+
+    url = f"sqlite:///{tmp_path}/fsm.db"
+    build(url)
+    out = Console(record=True, width=200)
+    view = _web_view(url, out)
+    assert view is not None
+    try:
+        assert f"{view.address}/" in out.export_text()
+        assert httpx.get(f"{view.address}/api/entities/svc-001").status_code == 200
+    finally:
+        view.stop()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{view.address}/api/health", timeout=2)
