@@ -19,6 +19,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     String,
+    and_,
     case,
     cast,
     func,
@@ -259,36 +260,43 @@ def moves_since(conn: Connection, since: datetime, limit: int = 100_000) -> list
     ]
 
 
-class Attention(NamedTuple):
-    """Per lifecycle: what needs an operator's eye now."""
+class StateAttention(NamedTuple):
+    """Per lifecycle and state: how many entities, and what needs an operator's eye now."""
 
     lifecycle: str
+    state: str
+    total: int
     failing_observations: int
     overdue_deadlines: int
     lagging_refreshes: int
 
 
-def attention(conn: Connection, now: datetime, lag_before: datetime) -> list[Attention]:
-    """Per lifecycle, entities not yet terminal whose last observations failed, whose deadline
-    passed, or whose refresh is due since before `lag_before` (no worker got to it): one pass
-    over `ix_entity_attention`, in its order."""
+def state_attention(conn: Connection, now: datetime, lag_before: datetime) -> list[StateAttention]:
+    """Entities per (lifecycle, state), and of those not yet terminal how many failed their
+    last observations, are past their deadline, or have a refresh due since before
+    `lag_before` (no worker got to it): one pass over `ix_entity_attention`, in its order."""
     c = entity_table.c
+    live = c.terminal.is_(False)
 
     def how_many(condition: ColumnElement[bool]) -> ColumnElement[int]:
-        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+        return func.coalesce(func.sum(case((and_(live, condition), 1), else_=0)), 0)
 
     statement = (
         select(
             c.lifecycle,
+            c.state,
+            func.count(),
             how_many(c.observation_failures > 0),
             how_many(c.deadline_at < now),
             how_many(c.next_refresh_at < lag_before),
         )
-        .where(c.terminal.is_(False))
-        .group_by(c.lifecycle)
-        .order_by(c.lifecycle)
+        .group_by(c.lifecycle, c.state)
+        .order_by(c.lifecycle, c.state)
     )
-    return [Attention(lc, int(a), int(b), int(d)) for lc, a, b, d in conn.execute(statement)]
+    return [
+        StateAttention(lc, st, int(n), int(a), int(b), int(d))
+        for lc, st, n, a, b, d in conn.execute(statement)
+    ]
 
 
 def leases_by_worker(conn: Connection, now: datetime) -> dict[str, int]:

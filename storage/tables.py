@@ -48,8 +48,9 @@ class EntityTable(SQLModel, table=True):
         Index("ix_entity_lease_owner", "lease_owner"),
         Index(
             "ix_entity_attention",
-            "terminal",
             "lifecycle",
+            "state",
+            "terminal",
             "observation_failures",
             "deadline_at",
             "next_refresh_at",

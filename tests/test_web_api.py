@@ -315,3 +315,44 @@ def test_a_lifecycle_only_the_database_knows_is_listed_and_drawn(sqlite_url: str
         page = c.get("/?window=all").text
         assert 'data-lifecycle="deploy"' in page
         assert re.search(r'id="state(-|&#45;)DONE"', page)  # graphviz writes "-" as &#45;
+
+
+def test_attention_counts_and_leases(db_url: str) -> None:
+    from datetime import UTC, timedelta
+
+    from storage.tables import entity_table as t
+
+    build(db_url)
+    now = datetime.now(UTC)
+    engine = Engine(db_url)
+    with engine.store.transaction() as uow:
+        run = uow.connection.execute
+        run(t.update().where(t.c.id.in_(["svc-001", "svc-002"])).values(observation_failures=3))
+        run(t.update().where(t.c.id == "svc-003").values(deadline_at=now - timedelta(hours=1)))
+        run(t.update().where(t.c.id == "svc-005").values(deadline_at=now + timedelta(hours=1)))
+        run(t.update().where(t.c.lifecycle == "service").values(next_refresh_at=now))
+        run(
+            t.update()
+            .where(t.c.id.in_(["host-0", "host-1"]))
+            .values(next_refresh_at=now - timedelta(hours=1))
+        )
+        live = now + timedelta(minutes=5)
+        run(
+            t.update()
+            .where(t.c.id.in_(["svc-006", "svc-007"]))
+            .values(lease_owner="w1", lease_expires_at=live)
+        )
+        run(
+            t.update()
+            .where(t.c.id == "svc-009")
+            .values(lease_owner="w2", lease_expires_at=now - timedelta(minutes=1))
+        )
+    engine.close()
+    with client(db_url) as c:
+        body = c.get("/api/overview").json()
+    by_name = {lc["name"]: lc for lc in body["lifecycles"]}
+    assert by_name["service"]["failing_observations"] == 2
+    assert by_name["service"]["overdue_deadlines"] == 1
+    assert by_name["service"]["lagging_refreshes"] == 0
+    assert by_name["host"]["lagging_refreshes"] == 2
+    assert body["leases"] == {"w1": 2}

@@ -29,15 +29,15 @@ from storage.migrate import head_revision
 from storage.pages import (
     EntityQuery,
     Mark,
-    attention,
     children,
     count_matching,
     entity_page,
     leases_by_worker,
     scheduled_commands,
+    state_attention,
     transitions_after,
 )
-from storage.records import TransitionRow
+from storage.records import StateCount, TransitionRow
 
 T = TypeVar("T")
 CACHE_SECONDS = 2.0  # the overview's aggregates: at most this old (a page load, not a report)
@@ -173,11 +173,17 @@ class Reader:
         now = self.clock()
         since = None if seconds is None else now - timedelta(seconds=seconds)
         store = self.engine.store
-        counts = store.count_by_state()
         moves = self.tally.counts(since)
         with store.reading() as conn:
-            needs = {a.lifecycle: a for a in attention(conn, now, now - LAG_GRACE)}
+            rows = state_attention(conn, now, now - LAG_GRACE)
             leases = leases_by_worker(conn, now)
+        counts = [StateCount(r.lifecycle, r.state, r.total) for r in rows]
+        needs: dict[str, list[int]] = {}
+        for r in rows:
+            sums = needs.setdefault(r.lifecycle, [0, 0, 0])
+            sums[0] += r.failing_observations
+            sums[1] += r.overdue_deadlines
+            sums[2] += r.lagging_refreshes
         lifecycles = self.lifecycles()
         found = overlays(counts, moves, versions_by_lifecycle(store, lifecycles), since)
         names = list(lifecycles) + sorted(set(found) - set(lifecycles))
@@ -186,7 +192,7 @@ class Reader:
             overlay = found.get(name)
             if overlay is None:
                 continue
-            a = needs.get(name)
+            failing, overdue, lagging = needs.get(name, [0, 0, 0])
             lc = lifecycles.get(name)
             out.append(
                 models.LifecycleOverview(
@@ -198,9 +204,9 @@ class Reader:
                         models.Move(event=e, from_state=f, to_state=t, times=n)
                         for (e, f, t), n in sorted(overlay.fired.items())
                     ],
-                    failing_observations=a.failing_observations if a else 0,
-                    overdue_deadlines=a.overdue_deadlines if a else 0,
-                    lagging_refreshes=a.lagging_refreshes if a else 0,
+                    failing_observations=failing,
+                    overdue_deadlines=overdue,
+                    lagging_refreshes=lagging,
                 )
             )
         return models.Overview(window=window, since=since, now=now, lifecycles=out, leases=leases)

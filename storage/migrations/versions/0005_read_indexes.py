@@ -25,7 +25,14 @@ INDEXES: tuple[tuple[str, str, list[str]], ...] = (
     (
         "ix_entity_attention",
         "entity",
-        ["terminal", "lifecycle", "observation_failures", "deadline_at", "next_refresh_at"],
+        [
+            "lifecycle",
+            "state",
+            "terminal",
+            "observation_failures",
+            "deadline_at",
+            "next_refresh_at",
+        ],
     ),
     (
         "ix_transition_moves",
