@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from fsm import Engine, ManualClock
 from fsm.web.tally import KEEP, MoveTally
-from storage.pages import fired_moves
+from storage.moves import fired_moves
 
 CYCLE = ("job_pending", "job_running", "ping_ok", "ping_failed", "ping_ok", "job_pending")
 steps = st.lists(

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from fsm.lifecycle import Lifecycle
 from storage import Store
-from storage.pages import FiredMove, fired_moves
+from storage.moves import FiredMove, fired_moves
 from storage.records import StateCount
 
 WINDOWS = {"hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0, "all": None}

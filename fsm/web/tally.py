@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from storage import Store
-from storage.pages import FiredMove, fired_moves, moves_by_minute, moves_since
+from storage.moves import FiredMove, fired_moves, moves_by_minute, moves_since
 
 KEEP = timedelta(days=7, minutes=1)
 OVERLAP = timedelta(seconds=5)

@@ -9,12 +9,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
+from fsm.lifecycle import Lifecycle
 from fsm.web import drawing, timeline
 from fsm.web.api import QueryDep, ReaderDep, entity_id_of
 from fsm.web.html import compact, e, json_block, link, page, row, table, when
 from fsm.web.models import Entity, LifecycleOverview
 from fsm.web.overlay import WINDOWS, Overlay
-from fsm.web.reader import Reader
 from storage.pages import SORTS, EntityQuery, has_profiles
 
 router = APIRouter(include_in_schema=False)
@@ -22,16 +22,16 @@ PENDING = ("id", "command", "due", "arguments")
 CHILDREN = ("id", "lifecycle", "state", "updated", "data")
 
 
-def _diagram(r: Reader, lc: LifecycleOverview, use_dot: bool) -> str:
-    lifecycle = r.lifecycles().get(lc.name)
+def _diagram(known: dict[str, Lifecycle], lc: LifecycleOverview, use_dot: bool) -> str:
+    lifecycle = known.get(lc.name)
     if lifecycle is None:
         return "<p>(no definition known for this lifecycle)</p>"
     fired = Counter({(m.event, m.from_state, m.to_state): m.times for m in lc.moves})
     return drawing.svg(lifecycle, Overlay(lc.name, lc.counts, fired, None), use_dot=use_dot)
 
 
-def _card(r: Reader, lc: LifecycleOverview, use_dot: bool) -> str:
-    states = r.lifecycles().get(lc.name)
+def _card(known: dict[str, Lifecycle], lc: LifecycleOverview, use_dot: bool) -> str:
+    states = known.get(lc.name)
     order = [s.name for s in states.definition.states] if states else sorted(lc.counts)
     rows = [
         row(
@@ -51,7 +51,7 @@ def _card(r: Reader, lc: LifecycleOverview, use_dot: bool) -> str:
     return (
         f'<section class=card data-testid="lifecycle" data-lifecycle="{e(lc.name)}">'
         f"<h2>{e(lc.name)} <small>{lc.total} entities · version {e(lc.version)}</small></h2>"
-        f"<div class=diagram>{_diagram(r, lc, use_dot)}</div>"
+        f"<div class=diagram>{_diagram(known, lc, use_dot)}</div>"
         f"<div class=side>{table(['state', 'entities'], rows, 'counts')}{needs}</div></section>"
     )
 
@@ -69,7 +69,8 @@ def overview(
         for w in WINDOWS
     )
     leases = [row([e(worker), str(n)]) for worker, n in data.leases.items()]
-    cards = "".join(_card(r, lc, use_dot) for lc in data.lifecycles) or "<p>no entities yet</p>"
+    known = r.lifecycles()
+    cards = "".join(_card(known, lc, use_dot) for lc in data.lifecycles) or "<p>no entities yet</p>"
     body = (
         f"<h1>Overview</h1><p class=windows>moves fired in the last: {windows}</p>"
         f'<div id=overview data-testid="overview">{cards}'

@@ -21,7 +21,7 @@ from fsm.web.api import entity_id_of
 from fsm.web.tokens import Token, match
 from fsm.worker import Worker
 from storage.cancelling import cancel_command
-from storage.errors import EntityNotFound
+from storage.pages import scheduled_command
 
 router = APIRouter(prefix="/api", tags=["write"])
 bearer = HTTPBearer(auto_error=False, description="NAME:TOKEN entries from $FSM_API_TOKENS")
@@ -100,8 +100,10 @@ async def schedule(entity_id: str, body: models.ScheduleBody, w: WriterDep) -> m
 
     def run() -> models.Scheduled:
         number = side.worker.schedule(target, body.command, body.arguments, delay=body.delay)
-        due = next(c.due_at for c in _commands(side, target) if c.id == number)
-        return models.Scheduled(id=number, entity_id=target, due_at=due)
+        with side.engine.store.reading() as conn:
+            row = scheduled_command(conn, number)
+        assert row is not None  # committed by `schedule` above; never deleted
+        return models.Scheduled(id=number, entity_id=target, due_at=row.due_at)
 
     return await anyio.to_thread.run_sync(run)
 
@@ -126,13 +128,3 @@ async def cancel(entity_id: str, command_id: int, w: WriterDep) -> models.Cancel
     if not await anyio.to_thread.run_sync(run):
         raise HTTPException(409, "no pending, unclaimed command with that id for this entity")
     return models.Cancelled(id=command_id, cancelled=True)
-
-
-def _commands(side: WriteSide, entity_id: str) -> list[models.ScheduledCommand]:
-    from storage.pages import scheduled_commands
-
-    with side.engine.store.reading() as conn:
-        rows = scheduled_commands(conn, entity_id, pending_only=True, limit=10_000)
-    if not rows:
-        raise EntityNotFound(entity_id)
-    return [models.ScheduledCommand.of(r) for r in rows]
