@@ -105,3 +105,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(
         f"PostgreSQL tests: {r['passed']} passed, {r['failed']} failed, {r['skipped']} skipped"
     )
+
+
+#: files whose tests use the machine's one Slurm cluster (and may change its slurm.conf)
+_SHARED_CLUSTER = ("cluster", "slurm_ssh")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep a module's tests on one xdist worker (their module fixtures are costly) and every
+    test of the shared Slurm cluster on the same one, so no two of them reconfigure it at once."""
+    for item in items:
+        module = item.path.stem
+        group = "slurm-cluster" if any(k in module for k in _SHARED_CLUSTER) else module
+        item.add_marker(pytest.mark.xdist_group(group))
