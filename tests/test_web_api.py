@@ -194,7 +194,8 @@ def test_a_schema_that_is_not_the_newest_is_refused(sqlite_url: str) -> None:
         app_for(sqlite_url)
 
 
-def test_the_stream_sends_new_transitions_matching_its_filters(sqlite_url: str) -> None:
+def test_the_stream_sends_new_transitions_matching_its_filters(db_url: str) -> None:
+    sqlite_url = db_url  # and PostgreSQL
     build(sqlite_url)
     app = app_for(sqlite_url)
     with serving(app) as base:
