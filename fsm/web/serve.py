@@ -41,7 +41,10 @@ def serve(
 
         from fsm.web.app import ServeSettings, create_app
     except ImportError as exc:
-        fail(f"fsm serve needs the web extra: pip install 'fsm-lifecycles[web]' ({exc.name})")
+        missing = exc.name or str(exc)
+        fail(
+            f"fsm serve needs the web extra: pip install 'fsm-lifecycles[web]' ({missing} is missing)"
+        )
     from fsm.config import load_config, make_backend
     from fsm.web.tokens import load_tokens
 
