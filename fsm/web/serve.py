@@ -43,7 +43,8 @@ def serve(
     except ImportError as exc:
         missing = exc.name or str(exc)
         fail(
-            f"fsm serve needs the web extra: pip install 'fsm-lifecycles[web]' ({missing} is missing)"
+            f"fsm serve needs the web extra ({missing} is missing): "
+            "pip install 'fsm-lifecycles[web]'"
         )
     from fsm.config import load_config, make_backend
     from fsm.web.tokens import load_tokens
