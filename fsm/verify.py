@@ -52,13 +52,6 @@ def rule_book(store: Store, lifecycles: Mapping[str, Lifecycle]) -> dict[tuple[s
     return {key: _rules(body) for key, body in bodies.items()}
 
 
-def verify_entity(
-    store: Store, lifecycles: Mapping[str, Lifecycle], entity: EntityRow
-) -> list[Violation]:
-    """Check invariants 1-4 for one entity (the web view's per-entity verify)."""
-    return check_entity(entity, store.history(entity.id), rule_book(store, lifecycles))
-
-
 def verify_store(store: Store, lifecycles: Mapping[str, Lifecycle]) -> list[Violation]:
     """Check invariants 1-4 of DESIGN.md for every entity, page by page."""
     rules = rule_book(store, lifecycles)

@@ -247,6 +247,17 @@ def scheduled_commands(
     return [ScheduledCommandRow(**r._mapping) for r in conn.execute(statement)]
 
 
+def entity_row(conn: Connection, entity_id: str) -> EntityRow | None:
+    row = conn.execute(select(entity_table).where(entity_table.c.id == entity_id)).first()
+    return EntityRow(**row._mapping) if row is not None else None
+
+
+def history_rows(conn: Connection, entity_id: str) -> list[TransitionRow]:
+    t = transition_table.c
+    statement = select(transition_table).where(t.entity_id == entity_id).order_by(t.seq)
+    return [TransitionRow(**r._mapping) for r in conn.execute(statement)]
+
+
 def scheduled_command(conn: Connection, command_id: int) -> ScheduledCommandRow | None:
     s = scheduled_command_table.c
     row = conn.execute(select(scheduled_command_table).where(s.id == command_id)).first()

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from alembic.runtime.migration import MigrationContext
 
@@ -20,7 +20,7 @@ from fsm.definition import Definition as DefinitionSpec
 from fsm.engine import Engine
 from fsm.errors import FsmError
 from fsm.lifecycle import Lifecycle
-from fsm.verify import verify_entity
+from fsm.verify import check_entity, rule_book
 from fsm.web import models
 from fsm.web.overlay import overlays, versions_by_lifecycle, window_seconds
 from fsm.web.tally import MoveTally
@@ -32,12 +32,14 @@ from storage.pages import (
     children,
     count_matching,
     entity_page,
+    entity_row,
+    history_rows,
     leases_by_worker,
     scheduled_commands,
     state_attention,
     transitions_after,
 )
-from storage.records import StateCount, TransitionRow
+from storage.records import EntityRow, ScheduledCommandRow, StateCount, TransitionRow
 
 T = TypeVar("T")
 CACHE_SECONDS = 2.0  # the overview's aggregates: at most this old (a page load, not a report)
@@ -80,6 +82,14 @@ def drawable(body: dict[str, Any]) -> Lifecycle | None:
         )
     except (FsmError, ValueError, TypeError, AttributeError):
         return None
+
+
+class Snapshot(NamedTuple):
+    entity: EntityRow
+    history: list[TransitionRow]
+    parent: EntityRow | None
+    children: list[EntityRow]
+    pending: list[ScheduledCommandRow]
 
 
 class Reader:
@@ -227,42 +237,52 @@ class Reader:
             more_than=more,
         )
 
-    def entity(self, entity_id: str) -> models.EntityDetail:
-        row = self.engine.store.get_entity(entity_id)
-        if row is None:
-            raise EntityNotFound(entity_id)
+    def snapshot(self, entity_id: str) -> Snapshot:
+        """Everything one entity's page shows, read in one snapshot (a transition committed
+        meanwhile is in all of it or in none)."""
         with self.engine.store.reading() as conn:
-            kids = children(conn, entity_id)
-            pending = scheduled_commands(conn, entity_id, pending_only=True)
-        parent = self.engine.store.get_entity(row.parent_id) if row.parent_id else None
+            row = entity_row(conn, entity_id)
+            if row is None:
+                raise EntityNotFound(entity_id)
+            return Snapshot(
+                row,
+                history_rows(conn, entity_id),
+                entity_row(conn, row.parent_id) if row.parent_id else None,
+                children(conn, entity_id),
+                scheduled_commands(conn, entity_id, pending_only=True),
+            )
+
+    def detail(self, shot: Snapshot) -> models.EntityDetail:
         return models.EntityDetail(
-            entity=models.Entity.of(row),
-            parent=models.Entity.of(parent) if parent is not None else None,
-            children=[models.Entity.of(k) for k in kids],
-            pending_commands=[models.ScheduledCommand.of(c) for c in pending],
-            verification=self.verify(entity_id),
+            entity=models.Entity.of(shot.entity),
+            parent=models.Entity.of(shot.parent) if shot.parent is not None else None,
+            children=[models.Entity.of(k) for k in shot.children],
+            pending_commands=[models.ScheduledCommand.of(c) for c in shot.pending],
+            verification=self._verification(shot),
         )
 
-    def history(self, entity_id: str) -> models.History:
-        row = self.engine.store.get_entity(entity_id)
-        if row is None:
-            raise EntityNotFound(entity_id)
-        rows = self.engine.store.history(entity_id)
-        return models.History(
-            entity=models.Entity.of(row), transitions=[models.Transition.of(t) for t in rows]
-        )
-
-    def verify(self, entity_id: str) -> models.Verification:
-        """Replay one entity's history through the definition versions it names."""
-        row = self.engine.store.get_entity(entity_id)
-        if row is None:
-            raise EntityNotFound(entity_id)
-        found = verify_entity(self.engine.store, self.engine.lifecycles, row)
+    def _verification(self, shot: Snapshot) -> models.Verification:
+        """Replay the entity's history through the definition versions it names."""
+        rules = rule_book(self.engine.store, self.engine.lifecycles)
+        found = check_entity(shot.entity, shot.history, rules)
         return models.Verification(
-            entity_id=entity_id,
+            entity_id=shot.entity.id,
             ok=not found,
             violations=[models.Violation(kind=v.kind, detail=v.detail) for v in found],
         )
+
+    def entity(self, entity_id: str) -> models.EntityDetail:
+        return self.detail(self.snapshot(entity_id))
+
+    def history(self, entity_id: str) -> models.History:
+        shot = self.snapshot(entity_id)
+        return models.History(
+            entity=models.Entity.of(shot.entity),
+            transitions=[models.Transition.of(t) for t in shot.history],
+        )
+
+    def verify(self, entity_id: str) -> models.Verification:
+        return self._verification(self.snapshot(entity_id))
 
     # -- live --------------------------------------------------------------------------------
 

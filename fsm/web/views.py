@@ -13,7 +13,7 @@ from fsm.lifecycle import Lifecycle
 from fsm.web import drawing, timeline
 from fsm.web.api import QueryDep, ReaderDep, entity_id_of
 from fsm.web.html import compact, e, json_block, link, page, row, table, when
-from fsm.web.models import Entity, LifecycleOverview
+from fsm.web.models import Entity, LifecycleOverview, Transition
 from fsm.web.overlay import WINDOWS, Overlay
 from storage.pages import SORTS, EntityQuery, has_profiles
 
@@ -154,16 +154,13 @@ def entities(r: ReaderDep, query: QueryDep) -> HTMLResponse:
 @router.get("/entities/{entity_id:path}", response_class=HTMLResponse)
 def entity(entity_id: str, r: ReaderDep) -> HTMLResponse:
     target = entity_id_of(entity_id)
-    detail = r.entity(target)
-    history = r.history(target)
+    shot = r.snapshot(target)
+    detail = r.detail(shot)
+    history = [Transition.of(t) for t in shot.history]
     x = detail.entity
-    row_now = r.engine.store.get_entity(target)
-    raw = r.engine.store.history(target)
     now = r.clock()
-    band = (
-        timeline.svg(row_now, raw, now) + timeline.legend(row_now, raw, now)
-        if row_now is not None
-        else ""
+    band = timeline.svg(shot.entity, shot.history, now) + timeline.legend(
+        shot.entity, shot.history, now
     )
     transitions = [
         row(
@@ -178,7 +175,7 @@ def entity(entity_id: str, r: ReaderDep) -> HTMLResponse:
             ],
             f'data-seq="{t.seq}"',
         )
-        for t in history.transitions
+        for t in history
     ]
     pending = [
         row([str(c.id), e(c.command), when(c.due_at), f"<code>{e(compact(c.arguments))}</code>"])
