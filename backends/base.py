@@ -56,8 +56,15 @@ class Backend(ABC):
     #: commands of its own beyond the lifecycle's events (e.g. `submit`); `execute` returns
     #: the events that record them
     commands: frozenset[str] = frozenset()
-    #: whether `release` does anything (saves a read per finished entity when it does not)
+    #: whether `release` does anything: only then does an ended entity get a durable release
+    #: obligation that the worker retries until `release` returns
     releases: bool = False
+    #: seconds the worker waits for one `observe` / `execute` / `release` call before it
+    #: abandons it (the entities of an abandoned observe count as failed looks; a backend whose
+    #: abandoned call has not returned gets no new call of that kind meanwhile)
+    observe_timeout: float = 30.0
+    command_timeout: float = 30.0
+    release_timeout: float = 30.0
 
     @abstractmethod
     def observe(self, entities: Sequence[Entity], now: datetime) -> list[Observation]:
@@ -70,8 +77,12 @@ class Backend(ABC):
         raise CommandFailed(command, entity.id, f"{self.name} does not support {command!r}")
 
     def release(self, entity: Entity, now: datetime) -> None:  # noqa: B027 - optional hook
-        """The entity reached a terminal state on its own (failed, timed out): free what it
-        still holds (a process, a job, a tunnel). Idempotent; errors are logged, not fatal."""
+        """The entity reached a terminal state: free what it still holds (a process, a job, a
+        tunnel). Return normally ONLY once nothing of the entity is held any more (job gone,
+        process gone, VM gone); raise any exception when that could not be confirmed (the
+        controller is down, a call timed out): the worker retries with backoff, across
+        restarts, until it returns. Idempotent, and only ever acting on what this backend
+        created or adopted (check the identity inside `release`)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections, tunnels, ..."""

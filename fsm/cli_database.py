@@ -27,7 +27,8 @@ from fsm.cli_support import (
 from fsm.engine import Engine
 from fsm.lifecycles import BUILTIN_NAMES
 from fsm.verify import Violation
-from storage.records import EntityRow, TransitionRow
+from storage import releases
+from storage.records import EntityRow, ReleaseRow, TransitionRow
 
 # -- lifecycle catalogue (built-in plus what the database remembers) -------------------------
 
@@ -60,7 +61,22 @@ def _lifecycle_order(name: str) -> tuple[int, str]:
 # -- history ---------------------------------------------------------------------------------
 
 
-def history_table(out: Console, entity: EntityRow, transitions: Sequence[TransitionRow]) -> None:
+def release_text(release: ReleaseRow) -> str:
+    """One line on what a release obligation is waiting for (or when it was done)."""
+    asked = f"release asked when it became {release.state} at {time_text(release.requested_at)}"
+    if release.released_at is not None:
+        return f"{asked}; released at {time_text(release.released_at)} UTC"
+    tried = f"{release.attempts} attempt(s)"
+    why = f", last: {release.last_error}" if release.last_error else ""
+    return f"{asked}; PENDING ({tried}, next at {time_text(release.next_attempt_at)}{why})"
+
+
+def history_table(
+    out: Console,
+    entity: EntityRow,
+    transitions: Sequence[TransitionRow],
+    release: ReleaseRow | None = None,
+) -> None:
     ended = " (terminal)" if entity.terminal else ""
     show(
         out,
@@ -81,6 +97,8 @@ def history_table(out: Console, entity: EntityRow, transitions: Sequence[Transit
             cells.append(Text(json.dumps(t.payload, sort_keys=True) if t.payload else ""))
         grid.add_row(str(t.seq), time_text(t.observed_at), *cells)
     show(out, grid)
+    if release is not None:
+        show(out, Text(release_text(release)))
 
 
 def history(
@@ -92,12 +110,18 @@ def history(
     with reporting(), reading(db) as engine:
         entity = engine.get(utf8(entity_id, "ID"))  # EntityNotFound: one line, exit 1
         transitions = engine.store.history(entity_id)
+        with engine.store.reading() as conn:
+            release = releases.for_entity(conn, entity.id)
         if as_json:
             print_json(
-                {"entity": entity._asdict(), "transitions": [t._asdict() for t in transitions]}
+                {
+                    "entity": entity._asdict(),
+                    "transitions": [t._asdict() for t in transitions],
+                    "release": None if release is None else release._asdict(),
+                }
             )
             return
-        history_table(console(), entity, transitions)
+        history_table(console(), entity, transitions, release)
 
 
 # -- verify ----------------------------------------------------------------------------------
@@ -198,7 +222,21 @@ def status(
     """Count entities by lifecycle and state."""
     with reporting(), reading(db) as engine:
         rows = status_rows(engine, lifecycle, state)
+        with engine.store.reading() as conn:
+            waiting, oldest = releases.pending(conn)
     if as_json:
-        print_json({"total": sum(r["count"] for r in rows), "counts": rows})
-    else:
-        status_table(console(), rows)
+        print_json(
+            {
+                "total": sum(r["count"] for r in rows),
+                "counts": rows,
+                "pending_releases": waiting,
+                "oldest_pending_releases": [r._asdict() for r in oldest],
+            }
+        )
+        return
+    status_table(console(), rows)
+    if waiting:
+        out = console()
+        show(out, Text(f"{waiting} release(s) pending (an ended entity may still hold something):"))
+        for r in oldest:
+            show(out, Text(f"  {r.entity_id}: {release_text(r)}"))

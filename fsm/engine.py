@@ -279,6 +279,8 @@ class Engine(EngineReads):
             raise InvalidEvent(row.id, row.lifecycle, state, event.name, lifecycle.allowed[state])
         payload = event.payload or {}
         observed = event.observed_at or now
+        if observed > now:  # nothing is observed after it is recorded: a time from the future
+            observed = now  # (a skewed clock, a forged one) must not pass time_limit_exceeded
 
         def context() -> EventContext:
             return EventContext(

@@ -103,15 +103,24 @@ class Lifecycle:
             auto_transitions=False,
             send_event=True,
         )
+        # a state's time-limit event leaves it only once the limit is exceeded, whoever fires
+        # it (the timer, `fire`, `apply`, a command): the rule is part of every definition
+        expired = _GuardAdapter("time_limit_exceeded", BUILTIN_GUARDS["time_limit_exceeded"])
+        timed = {s.name: s.on_time_limit for s in definition.states if s.on_time_limit}
         for t in definition.transitions:
-            self.machine.add_transition(
-                t.trigger,
-                list(t.sources),
-                t.dest,
-                conditions=[adapters[g] for g in t.guards],
-                unless=[adapters[g] for g in t.unless],
-                after=[hooks[c] for c in t.after],
-            )
+            limited = [s for s in t.sources if timed.get(s) == t.trigger]
+            plain = [s for s in t.sources if timed.get(s) != t.trigger]
+            for sources, extra in ((plain, []), (limited, [expired])):
+                if not sources:
+                    continue
+                self.machine.add_transition(
+                    t.trigger,
+                    list[Any](sources),
+                    t.dest,
+                    conditions=[*(adapters[g] for g in t.guards), *extra],
+                    unless=[adapters[g] for g in t.unless],
+                    after=[hooks[c] for c in t.after],
+                )
         self._table = self._compile()
         self.terminal = definition.terminal_states
         self.states = {s.name: s for s in definition.states}

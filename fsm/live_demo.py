@@ -194,6 +194,7 @@ def run(url: str, console: Console, *, seconds: float = 30.0) -> LiveReport:
                 worker.command(entity_id, "stop", source="demo")
             else:
                 backend.release(entity, engine.clock())
+        worker.run_releases()  # the stops above asked for releases: confirm them now
         backend.close()
         engine.close()
 

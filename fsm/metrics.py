@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from fsm.engine import Engine
 from fsm.worker import WorkerListener
-from storage import TransitionRow
+from storage import TransitionRow, releases
 
 
 class Metrics(WorkerListener):
@@ -47,6 +47,11 @@ class Metrics(WorkerListener):
         self.lease_takeovers = Counter(
             "fsm_lease_takeovers_total", "Expired leases of other workers taken over", registry=r
         )
+        self.pending_releases = Gauge(
+            "fsm_releases_pending",
+            "Ended entities whose backend has not yet confirmed their release (whole database)",
+            registry=r,
+        )
         engine.subscribe(self.on_transitions)
 
     def on_transitions(self, transitions: Sequence[TransitionRow]) -> None:
@@ -69,6 +74,8 @@ class Metrics(WorkerListener):
         self.entities.clear()
         for count in self.engine.counts():
             self.entities.labels(count.lifecycle, count.state).set(count.total)
+        with self.engine.store.reading() as conn:
+            self.pending_releases.set(releases.pending(conn, limit=0)[0])
 
     def serve(self, port: int, address: str = "127.0.0.1") -> None:
         start_http_server(port, addr=address, registry=self.registry)

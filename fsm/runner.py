@@ -15,7 +15,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import make_url
@@ -32,53 +31,76 @@ from fsm.worker import (
     Worker,
     WorkerListener,
     WorkerSettings,
+    WorkerStuck,
 )
-from storage import StorageError, WorkerRefused
+from storage import DatabaseCorrupt, StorageError, WorkerRefused
 
 log = logging.getLogger(__name__)
 
+#: failing ticks in a row after which a run with `exit_when_idle` stops (it cannot get idle)
+MAX_FAILING_TICKS = 10
+
 
 class SingleWorkerLock:
-    """SQLite has one writer: a second worker on the same file is refused, not queued."""
+    """SQLite has one writer: a second worker on the same file is refused, not queued.
+
+    The lock is an `flock` on the database file itself, so it keys on the file's identity
+    (device + inode): a second worker reaching the file through a symlink, a hard link or
+    another spelling of its path is refused too, and nothing is left behind. (SQLite's own
+    locks are POSIX record locks, which `flock` does not touch on Linux.)
+    """
 
     def __init__(self, url: str) -> None:
         parsed = make_url(url)
         self.path: Path | None = None
-        self._file: IO[str] | None = None
+        self._fd: int | None = None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            self.path = Path(f"{parsed.database}.worker-lock")
+            self.path = Path(parsed.database or "")
 
     def __enter__(self) -> SingleWorkerLock:
         if self.path is None:
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        handle = os.fdopen(fd, "r+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = handle.read().strip() or "another process"
-            handle.close()
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise WorkerRefused(f"cannot open {self.path} to lock it: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _flock_holder(os.fstat(fd))
+            os.close(fd)
             raise WorkerRefused(
-                f"a worker ({holder}) already runs on {self.path.with_suffix('')}; SQLite allows "
-                "one worker per database file — use PostgreSQL to run several"
+                f"a worker ({holder}) already runs on {self.path} (or on another name of the "
+                "same file); SQLite allows one worker per database file — use PostgreSQL to "
+                "run several"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        self._file = handle
+        self._fd = fd
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+def _flock_holder(stat: os.stat_result) -> str:
+    """'pid N' of the process holding an flock on the file, from /proc/locks; best effort."""
+    wanted = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return "another process"
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            return f"pid {fields[4]}"
+    return "another process"
 
 
 class Runner:
     """Ticks a worker every `interval` seconds; stops on SIGTERM/SIGINT after the batch in
-    flight, gives its leases back, and returns 0."""
+    flight, gives its leases back, and returns 0 (1 when it stopped because it could not make
+    progress)."""
 
     def __init__(
         self,
@@ -98,6 +120,9 @@ class Runner:
         self.idle = threading.Event()
         self.ticks = 0
         self.errors = 0
+        self.failing = 0
+        self.exit_code = 0
+        self._last_error: str | None = None
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
@@ -108,6 +133,8 @@ class Runner:
         try:
             stats = self.worker.tick()
             self.ticks += 1
+            self.failing = 0
+            self._last_error = None
             if self.metrics is not None:
                 self.metrics.update_entities()
             if self.on_tick is not None:
@@ -115,12 +142,28 @@ class Runner:
             if self.exit_when_idle and self.worker.open_work() == 0:
                 self.idle.set()
                 self.stopping.set()
+        except (WorkerStuck, DatabaseCorrupt) as exc:  # no tick can succeed: say so, stop
+            self._give_up(str(exc))
         except StorageError as exc:  # the database went away: log, and try again next tick
-            self.errors += 1
-            log.error("tick failed: %s", exc)
-        except Exception:
-            self.errors += 1
-            log.exception("tick failed")
+            self._failed(str(exc))
+        except Exception as exc:
+            self._failed(f"{type(exc).__name__}: {exc}", trace=True)
+
+    def _failed(self, why: str, *, trace: bool = False) -> None:
+        """Log a failing tick once per distinct reason; a run that must end when idle gives up
+        after `MAX_FAILING_TICKS` in a row instead of failing forever."""
+        self.errors += 1
+        self.failing += 1
+        if why != self._last_error:
+            log.error("tick failed: %s", why, exc_info=trace)
+            self._last_error = why
+        if self.exit_when_idle and self.failing >= MAX_FAILING_TICKS:
+            self._give_up(f"{self.failing} ticks in a row failed, last: {why}")
+
+    def _give_up(self, why: str) -> None:
+        log.error("worker %s cannot make progress, stopping: %s", self.worker.id, why)
+        self.exit_code = 1
+        self.stopping.set()
 
     def run(self) -> int:
         with SingleWorkerLock(self.worker.engine.store.url):
@@ -150,7 +193,7 @@ class Runner:
                     log.info("worker %s stopped; released %d lease(s)", self.worker.id, released)
                 except StorageError as exc:
                     log.error("could not release leases: %s", exc)
-        return 0
+        return self.exit_code
 
     def _install_signals(self) -> dict[int, object]:
         if threading.current_thread() is not threading.main_thread():
@@ -181,13 +224,16 @@ def run_from_config(
     """Everything `fsm run` does after parsing its arguments."""
     backends = [make_backend(dict(b)) for b in config.backends]  # refused before a db exists
     engine = Engine(db or config.db, refresh_scale=config.refresh_scale)
+    closing = [engine.close]
     try:
         for path in config.lifecycles:
             engine.register(Lifecycle(load_definition(path)))
         metrics = Metrics(engine) if metrics_port is not None else None
         listeners: list[WorkerListener] = [m for m in (metrics,) if m is not None]
         if lease_audit is not None:
-            listeners.append(LeaseAudit(lease_audit))
+            audit = LeaseAudit(lease_audit)  # refused here, before any lease is taken
+            closing.append(audit.close)
+            listeners.append(audit)
         settings = WorkerSettings(
             batch_size=config.batch_size,
             lease_seconds=config.lease_seconds,
@@ -203,4 +249,5 @@ def run_from_config(
             worker, interval=config.interval, exit_when_idle=exit_when_idle, metrics=metrics
         ).run()
     finally:
-        engine.close()
+        for close in reversed(closing):
+            close()

@@ -47,6 +47,7 @@ from fsm.errors import CallbackError, DefinitionError, InvalidEvent
 from fsm.events import Event, Outcome
 from fsm.lifecycle import Lifecycle
 from fsm.redaction import redact
+from fsm.testing_deadlines import Look, LookRecorder, deadline_violations
 from storage import EntityNotFound, EntityRow, TransitionRow, VersionConflict
 from storage.tables import entity_table, scheduled_command_table, transition_table
 
@@ -56,8 +57,11 @@ __all__ = [
     "EntityInvariant",
     "InvariantViolation",
     "LifecycleStateMachine",
+    "Look",
+    "LookRecorder",
     "PlannedEvent",
     "check_definition",
+    "deadline_violations",
     "lifecycle_state_machine",
 ]
 

@@ -1,191 +1,77 @@
-"""One worker's ticks: refresh due entities through their backend, fire deadlines, run commands.
+"""One worker's ticks: refresh due entities through their backend, fire deadlines, run commands,
+release what ended entities hold.
 
 The database is the work queue. A refresh claims a batch of due entities with a lease (one short
-transaction), observes them with one backend call per backend (no transaction open), then writes
-their transitions and next refresh times in one transaction, only for the rows whose lease it
-still holds (fencing). Several workers share a PostgreSQL database this way; a dead worker's
-leases expire and are taken over.
+transaction), observes them with one bounded backend call per backend (no transaction open), then
+writes their transitions and next refresh times in one transaction, only for the rows whose lease
+it still holds (fencing). Several workers share a PostgreSQL database this way; a dead worker's
+leases expire and are taken over. The parts live in `worker_*` modules; this one is the loop.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import random
-import socket
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from fsm import validation
+from fsm import deadline_rule
 from fsm.engine import Engine
-from fsm.errors import FsmError, InvalidEvent, InvalidInput
+from fsm.errors import FsmError, InvalidInput
 from fsm.events import Event, Outcome
 from fsm.observation import FailureKind, Observation
-from fsm.secret_refs import resolve_secrets, storable_arguments
-from storage import EntityRow, StorageError, queue
+from fsm.staging import StagedBatch
+from fsm.worker_base import log
+from fsm.worker_calls import BackendBusy, BoundedCalls, CallTimedOut, PendingCall
+from fsm.worker_commands import AlreadyDone, CommandMixin
+from fsm.worker_deadlines import DeadlineMixin
+from fsm.worker_listeners import FanOut, LeaseAudit, WorkerListener, WorkerStuck
+from fsm.worker_releases import ReleaseMixin
+from fsm.worker_settings import (
+    BackendLike,
+    CommandResultLike,
+    TickStats,
+    WorkerSettings,
+    call_timeout,
+    default_worker_id,
+)
+from storage import EntityRow, queue, releases
 from storage.records import RefreshMark
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "AlreadyDone",
+    "BackendLike",
+    "CommandResultLike",
+    "FanOut",
+    "LeaseAudit",
+    "TickStats",
+    "Worker",
+    "WorkerListener",
+    "WorkerSettings",
+    "WorkerStuck",
+    "build_routes",
+    "default_worker_id",
+]
 
 
-class CommandResultLike(Protocol):
-    @property
-    def data(self) -> Mapping[str, Any] | None: ...
-
-    @property
-    def events(self) -> tuple[str, ...] | None: ...
-
-    @property
-    def payload(self) -> Mapping[str, Any] | None: ...
-
-
-class BackendLike(Protocol):
-    """What the worker needs of a backend (see `backends.base.Backend`)."""
-
-    name: str
-    lifecycles: frozenset[str]
-    commands: frozenset[str]
-    releases: bool
-
-    def observe_safely(self, entities: Sequence[EntityRow], now: datetime) -> list[Observation]: ...
-
-    def execute(
-        self, entity: EntityRow, command: str, arguments: Mapping[str, Any], now: datetime
-    ) -> CommandResultLike: ...
-
-    def release(self, entity: EntityRow, now: datetime) -> None: ...
+def build_routes(engine: Engine, backends: Iterable[BackendLike]) -> dict[str, BackendLike]:
+    """Which backend drives each lifecycle: the one place routes are built (TEAM contract 6
+    extends it to per-entity profiles). Refuses a bad backend before anything runs."""
+    routes: dict[str, BackendLike] = {}
+    for backend in backends:
+        for kind in ("observe", "command", "release"):
+            call_timeout(backend, kind)  # a bad bound is refused now, not at the first call
+        for lifecycle in backend.lifecycles:
+            engine.lifecycle(lifecycle)  # fail fast on a backend for an unknown lifecycle
+            if lifecycle in routes:
+                raise FsmError(
+                    f"two backends drive {lifecycle!r}: {routes[lifecycle].name} and {backend.name}"
+                )
+            routes[lifecycle] = backend
+    return routes
 
 
-class WorkerListener:
-    """Receives what a worker does (Prometheus metrics, a lease audit); override what you need."""
-
-    def observation_failed(self, kind: str) -> None:
-        """An observation failed; `kind` is a `FailureKind` value."""
-
-    def lease_taken_over(self, count: int) -> None:
-        """`count` expired leases of other workers were taken over."""
-
-    def refresh_done(self, seconds: float, entities: int) -> None:
-        """A batch of `entities` was claimed, observed and recorded in `seconds`."""
-
-    def leased(self, worker: str, ids: Sequence[str], at: datetime, until: datetime) -> None:
-        """`worker` holds leases on `ids` from `at` until at most `until`."""
-
-    def released(self, worker: str, ids: Sequence[str], at: datetime) -> None:
-        """`worker` gave the leases on `ids` back at `at` (their batch committed)."""
-
-
-class FanOut(WorkerListener):
-    """Forwards every notification to several listeners."""
-
-    def __init__(self, listeners: Sequence[WorkerListener]) -> None:
-        self.listeners = list(listeners)
-
-    def observation_failed(self, kind: str) -> None:
-        for listener in self.listeners:
-            listener.observation_failed(kind)
-
-    def lease_taken_over(self, count: int) -> None:
-        for listener in self.listeners:
-            listener.lease_taken_over(count)
-
-    def refresh_done(self, seconds: float, entities: int) -> None:
-        for listener in self.listeners:
-            listener.refresh_done(seconds, entities)
-
-    def leased(self, worker: str, ids: Sequence[str], at: datetime, until: datetime) -> None:
-        for listener in self.listeners:
-            listener.leased(worker, ids, at, until)
-
-    def released(self, worker: str, ids: Sequence[str], at: datetime) -> None:
-        for listener in self.listeners:
-            listener.released(worker, ids, at)
-
-
-class LeaseAudit(WorkerListener):
-    """Appends every lease taken and given back to a JSON-lines file, so a test (or an operator)
-    can check afterwards that no entity was ever held by two live leases."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _write(self, entry: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(entry) + "\n")
-
-    def leased(self, worker: str, ids: Sequence[str], at: datetime, until: datetime) -> None:
-        self._write(
-            {
-                "worker": worker,
-                "leased": list(ids),
-                "at": at.isoformat(),
-                "until": until.isoformat(),
-            }
-        )
-
-    def released(self, worker: str, ids: Sequence[str], at: datetime) -> None:
-        self._write({"worker": worker, "released": list(ids), "at": at.isoformat()})
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    batch_size: int = 100
-    lease_seconds: float = 30.0
-    max_backoff: float = 300.0
-    max_batches_per_tick: int = 50
-    command_batch: int = 50
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.max_batches_per_tick < 1 or self.command_batch < 1:
-            raise FsmError("batch sizes must be at least 1")
-        if self.lease_seconds <= 0 or self.max_backoff <= 0:
-            raise FsmError("lease_seconds and max_backoff must be positive")
-
-
-@dataclass
-class TickStats:
-    """What one tick did; summed over batches."""
-
-    claimed: int = 0
-    transitions: int = 0
-    failed_observations: int = 0
-    rejected_events: int = 0
-    leases_lost: int = 0
-    takeovers: int = 0
-    backend_calls: int = 0
-    timeouts: int = 0
-    commands: int = 0
-    batches: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
-
-    def add(self, other: TickStats) -> None:
-        for name in (
-            "claimed",
-            "transitions",
-            "failed_observations",
-            "rejected_events",
-            "leases_lost",
-            "takeovers",
-            "backend_calls",
-            "timeouts",
-            "commands",
-            "batches",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for kind, n in other.failures.items():
-            self.failures[kind] = self.failures.get(kind, 0) + n
-
-
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-class Worker:
+class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
     """Drives entities of the lifecycles its backends serve. Thread-compatible, not thread-safe:
     the runner calls its ticks one at a time."""
 
@@ -204,16 +90,8 @@ class Worker:
         self.settings = settings or WorkerSettings()
         self.rng = rng or random.Random()
         self.listener = listener
-        self.routes: dict[str, BackendLike] = {}
-        for backend in backends:
-            for lifecycle in backend.lifecycles:
-                engine.lifecycle(lifecycle)  # fail fast on a backend for an unknown lifecycle
-                if lifecycle in self.routes:
-                    raise FsmError(
-                        f"two backends drive {lifecycle!r}: "
-                        f"{self.routes[lifecycle].name} and {backend.name}"
-                    )
-                self.routes[lifecycle] = backend
+        self.calls = BoundedCalls()
+        self.routes = build_routes(engine, backends)
 
     # -- refresh -----------------------------------------------------------------------------
 
@@ -258,47 +136,113 @@ class Worker:
             ours = {i: r for i, r in rows.items() if r.lease_owner == self.id}
             stats.leases_lost = len(claims) - len(ours)
             batch = engine.stage(uow, ours)
-            marks = []
-            for entity_id, row in ours.items():
-                observation = observations[entity_id]
-                if observation.failure is not None:
-                    marks.append(self._backoff(row, observation, now, stats))
-                    continue
-                self._apply_observation(batch, observation, now, stats)
-                head = batch.head(entity_id)
-                assert head is not None
-                next_at = (
-                    None
-                    if head.terminal
-                    else now + timedelta(seconds=engine.refresh_interval(row.lifecycle, head.state))
-                )
-                marks.append(RefreshMark(entity_id, next_at, 0))
+            marks = [
+                self._record(batch, row, observations[i], started, now, stats)
+                for i, row in ours.items()
+            ]
             batch.flush()
+            self._request_releases(uow, batch.transitions, now)
             queue.finish_refresh(uow, self.id, marks)
+            if self.listener:  # before the commit: see WorkerListener.released
+                self.listener.released(self.id, list(ours), engine.clock())
         engine.committed(batch)
-        self._release_finished(batch.transitions)
-        if self.listener:
-            self.listener.released(self.id, list(ours), engine.clock())
         stats.transitions = len(batch.transitions)
         if self.listener:
             self.listener.refresh_done((engine.clock() - started).total_seconds(), len(claims))
         return stats
 
+    def _record(
+        self,
+        batch: StagedBatch,
+        row: EntityRow,
+        observation: Observation,
+        started: datetime,
+        now: datetime,
+        stats: TickStats,
+    ) -> RefreshMark:
+        """Stage what one look found, the time limit where the rule allows it, and the next look."""
+        failed = observation.failure is not None
+        if failed:
+            wanted = self._backoff(row, observation, now, stats)
+            observed = row.last_observed_at
+        else:
+            self._apply_observation(batch, observation, now, stats)
+            wanted = None
+            observed = started  # the truth seen is at least as new as the call's start
+        head = batch.head(row.id)
+        assert head is not None
+        if not head.terminal and deadline_rule.may_fire(
+            now=now,
+            deadline_at=head.deadline_at,
+            state_entered_at=head.entered_at,
+            last_observed_at=observed,
+            routed=True,
+        ):
+            outcome = self._fire_limit(batch, row.id, now)
+            stats.timeouts += outcome is not None and outcome.transition is not None
+        if head.terminal:
+            return RefreshMark(row.id, None, 0, None if failed else started)
+        interval = self.engine.refresh_interval(row.lifecycle, head.state)
+        if wanted is None:
+            wanted = now + timedelta(seconds=interval)
+        next_at = deadline_rule.next_look(
+            wanted,
+            now=now,
+            deadline_at=head.deadline_at,
+            state_entered_at=head.entered_at,
+            interval=interval,
+        )
+        wait = self._retry_after(observation)
+        if wait is not None:  # the system asked for a pause: it wins over the rule's cadence
+            next_at = max(next_at, now + timedelta(seconds=wait))
+        failures = row.observation_failures + 1 if failed else 0
+        return RefreshMark(row.id, next_at, failures, None if failed else started)
+
+    def _retry_after(self, observation: Observation) -> float | None:
+        """A failed look's `Retry-After`, if it is a sane number (a backend's garbage is not)."""
+        wait = observation.retry_after
+        if observation.failure is None or isinstance(wait, bool):
+            return None
+        if not isinstance(wait, (int, float)) or not 0 <= wait < float("inf"):
+            return None
+        return min(float(wait), self.settings.max_backoff)
+
     def _observe(
         self, entities: list[EntityRow], now: datetime, stats: TickStats
     ) -> dict[str, Observation]:
-        by_backend: dict[str, list[EntityRow]] = {}
-        for entity in entities:
-            by_backend.setdefault(entity.lifecycle, []).append(entity)
+        """One bounded call per backend, all of them at once: a hung backend is abandoned after
+        its `observe_timeout` and its entities count as failed looks; the others proceed."""
         grouped: dict[int, tuple[BackendLike, list[EntityRow]]] = {}
-        for lifecycle, group in by_backend.items():
-            backend = self.routes[lifecycle]
-            grouped.setdefault(id(backend), (backend, []))[1].extend(group)
+        for entity in entities:
+            backend = self.routes[entity.lifecycle]
+            grouped.setdefault(id(backend), (backend, []))[1].extend((entity,))
         found: dict[str, Observation] = {}
+        pending: list[tuple[BackendLike, list[EntityRow], PendingCall[Any] | str]] = []
         for backend, group in grouped.values():
             stats.backend_calls += 1
-            for observation in backend.observe_safely(group, now):
-                found[observation.entity_id] = observation
+            try:
+                timeout = call_timeout(backend, "observe")
+                call: PendingCall[Any] | str = self.calls.start(
+                    backend, "observe", backend.name, timeout, backend.observe_safely, group, now
+                )
+            except BackendBusy as exc:
+                call = str(exc)
+            pending.append((backend, group, call))
+        for backend, group, call in pending:
+            try:
+                if isinstance(call, str):
+                    raise BackendBusy(call)
+                for observation in self.calls.wait(backend, "observe", call):
+                    found[observation.entity_id] = observation
+            except (CallTimedOut, BackendBusy) as exc:
+                log.warning("observing %d entities on %s: %s", len(group), backend.name, exc)
+                for entity in group:
+                    found[entity.id] = Observation.failed(entity.id, FailureKind.TIMEOUT, str(exc))
+            except Exception as exc:  # observe_safely should not raise; a bug must not stop us
+                for entity in group:
+                    found[entity.id] = Observation.failed(
+                        entity.id, FailureKind.ERROR, f"{type(exc).__name__}: {exc}"
+                    )
         for entity in entities:
             found.setdefault(
                 entity.id, Observation.failed(entity.id, FailureKind.MISSING, "not observed")
@@ -306,7 +250,7 @@ class Worker:
         return found
 
     def _apply_observation(
-        self, batch: Any, observation: Observation, now: datetime, stats: TickStats
+        self, batch: StagedBatch, observation: Observation, now: datetime, stats: TickStats
     ) -> None:
         source = self.routes[batch.rows[observation.entity_id].lifecycle].name
         if not observation.events and observation.data:
@@ -316,6 +260,11 @@ class Worker:
                 stats.rejected_events += 1
                 log.warning("data observed on %s rejected: %s", observation.entity_id, exc)
         last = len(observation.events) - 1
+        seen = observation.observed_at or now
+        # a backend's clock must not date a look after it was made: a future time would pass
+        # `time_limit_exceeded` before the limit (a naive or odd time is refused by the engine)
+        if isinstance(seen, datetime) and seen.utcoffset() is not None and seen > now:
+            seen = now
         for i, name in enumerate(observation.events):
             outcome: Outcome = batch.add(
                 Event(
@@ -323,7 +272,7 @@ class Worker:
                     name,
                     observation.payload,
                     source,
-                    observation.observed_at or now,
+                    seen,
                     data=observation.data if i == last else None,
                 )
             )
@@ -335,7 +284,7 @@ class Worker:
 
     def _backoff(
         self, row: EntityRow, observation: Observation, now: datetime, stats: TickStats
-    ) -> RefreshMark:
+    ) -> datetime:
         """Exponential backoff with jitter, capped; a failed observation changes no state."""
         kind = str(observation.failure)
         stats.failed_observations += 1
@@ -346,8 +295,6 @@ class Worker:
         base = self.engine.refresh_interval(row.lifecycle, row.state)
         delay = min(self.settings.max_backoff, base * 2 ** min(failures - 1, 30))
         delay *= self.rng.uniform(0.5, 1.0)
-        if observation.retry_after is not None:
-            delay = max(delay, observation.retry_after)
         log.info(
             "observing %s failed (%s, %d in a row): %s; next try in %.1fs",
             row.id,
@@ -356,219 +303,28 @@ class Worker:
             observation.detail,
             delay,
         )
-        return RefreshMark(row.id, now + timedelta(seconds=delay), failures)
-
-    def _refresh_first(self, row: EntityRow, now: datetime) -> bool:
-        if row.lifecycle not in self.routes or row.deadline_at is None:
-            return False
-        if row.next_refresh_at is None or row.next_refresh_at > now or row.lease_owner:
-            return False
-        grace = max(2 * self.engine.refresh_interval(row.lifecycle, row.state), 5.0)
-        return (now - row.deadline_at).total_seconds() < grace
-
-    def _release_finished(self, transitions: Sequence[Any]) -> None:
-        """Let backends free what entities that just ended on their own still hold."""
-        by_version = {lc.version: lc for lc in self.engine.lifecycles.values()}
-        for t in transitions:
-            lifecycle = by_version.get(t.definition_version)
-            if lifecycle is None or t.to_state not in lifecycle.terminal:
-                continue
-            backend = self.routes.get(lifecycle.name)
-            if backend is None or not backend.releases:
-                continue
-            try:
-                backend.release(self.engine.get(t.entity_id), self.engine.clock())
-            except Exception:  # a cleanup failure must not stop the loop
-                log.exception("releasing %s failed", t.entity_id)
-
-    # -- deadlines ---------------------------------------------------------------------------
-
-    def fire_timeouts(self, limit: int = 500) -> int:
-        """Fire the time-limit event of every entity whose state outlived its limit.
-
-        Entities due for a refresh are left to the refresh first: an observation may show the
-        state was left in time (e.g. the service became healthy while this worker was down).
-        That grace is bounded (`_refresh_first`), so an entity that is always due — its refresh
-        interval shorter than a refresh round trip — still times out.
-        """
-        engine = self.engine
-        now = engine.clock()
-        with engine.store.transaction() as uow:
-            due = [
-                r for r in queue.due_deadlines(uow, now, limit) if not self._refresh_first(r, now)
-            ]
-            batch = engine.stage(uow, {r.id: r for r in due})
-            for row in due:
-                event = engine.lifecycle(row.lifecycle).states[row.state].on_time_limit
-                if event is None:
-                    continue
-                deadline = row.deadline_at.isoformat() if row.deadline_at else None
-                outcome = batch.add(Event(row.id, event, {"deadline_at": deadline}, "timer", now))
-                if outcome.error is not None:
-                    log.warning("time limit of %s not applied: %s", row.id, outcome.error)
-            batch.flush()
-        engine.committed(batch)
-        self._release_finished(batch.transitions)
-        return len(batch.transitions)
-
-    # -- commands ----------------------------------------------------------------------------
-
-    def schedule(
-        self,
-        entity_id: str,
-        command: str,
-        arguments: Mapping[str, Any] | None = None,
-        *,
-        delay: float = 0.0,
-        at: datetime | None = None,
-    ) -> int:
-        """Persist a command to run once at `at` (or after `delay` seconds); returns its id."""
-        engine = self.engine
-        entity = engine.get(entity_id)
-        self._check_command(entity, command)
-        stored = storable_arguments(arguments)  # JSON, and no literal secret: it is persisted
-        now = engine.now()
-        if at is not None:
-            due = validation.aware_time(at, "at")
-        else:
-            due = now + timedelta(seconds=validation.seconds(delay, "delay"))
-        with engine.store.transaction() as uow:
-            return queue.schedule_command(uow, entity_id, command, stored, due, now)
-
-    def run_commands(self) -> int:
-        """Run due scheduled commands; each is recorded exactly once, even across crashes."""
-        engine = self.engine
-        now = engine.clock()
-        until = now + timedelta(seconds=self.settings.lease_seconds)
-        with engine.store.transaction() as uow:
-            due = queue.claim_commands(uow, self.id, now, until, self.settings.command_batch)
-        done = 0
-        for command in due:
-            try:
-                self.command(
-                    command.entity_id,
-                    command.command,
-                    command.arguments,
-                    source="schedule",
-                    scheduled_id=command.id,
-                )
-                done += 1
-            except (FsmError, StorageError) as exc:
-                log.warning(
-                    "scheduled %s #%d on %s: %s",
-                    command.command,
-                    command.id,
-                    command.entity_id,
-                    exc,
-                )
-            except Exception as exc:  # a backend failure: the claim expires and it is retried
-                log.warning(
-                    "scheduled %s #%d on %s failed, will retry: %s",
-                    command.command,
-                    command.id,
-                    command.entity_id,
-                    exc,
-                )
-        return done
-
-    def command(
-        self,
-        entity_id: str,
-        command: str,
-        arguments: Mapping[str, Any] | None = None,
-        *,
-        source: str = "user",
-        scheduled_id: int | None = None,
-    ) -> list[Outcome]:
-        """Carry out a command: the backend acts (idempotently), then the engine records it.
-
-        A command the lifecycle does not allow now is refused before the backend is called.
-        With `scheduled_id`, marking the command done commits with its transitions: if another
-        worker recorded it first, nothing is written (exactly once).
-        """
-        engine = self.engine
-        arguments = validation.json_mapping({} if arguments is None else arguments, "arguments")
-        entity = engine.get(entity_id)
-        lifecycle = engine.lifecycle(entity.lifecycle)
-        is_event = self._check_command(entity, command)
-        if is_event and lifecycle.candidates(entity.state, command) is None:
-            error = InvalidEvent(
-                entity.id, entity.lifecycle, entity.state, command, lifecycle.allowed[entity.state]
-            )
-            if scheduled_id is not None:
-                self._finish_scheduled(scheduled_id, f"refused: {error}")
-            raise error
-        backend = self.routes.get(entity.lifecycle)
-        now = engine.clock()
-        data: Mapping[str, Any] | None = None
-        events: tuple[str, ...] = (command,)
-        payload: Mapping[str, Any] = arguments
-        if backend is not None:
-            # secret references resolve only here, in memory; the payload keeps the reference
-            result = backend.execute(entity, command, resolve_secrets(arguments), now)
-            data = result.data
-            events = result.events if result.events is not None else events
-            payload = {**arguments, **(result.payload or {})}
-        with engine.store.transaction() as uow:
-            batch = engine.stage(uow, uow.lock_entities([entity_id]))
-            if not events and data:
-                batch.merge_data(entity_id, data)
-            outcomes = [
-                batch.add(
-                    Event(entity_id, name, payload, source, now, data=data if i == 0 else None)
-                )
-                for i, name in enumerate(events)
-            ]
-            batch.flush()
-            if scheduled_id is not None:
-                text = "; ".join(f"{o.event.name}: {o.error or o.state}" for o in outcomes)
-                if not queue.complete_command(uow, scheduled_id, self.id, now, text):
-                    raise _AlreadyDone(scheduled_id)
-        engine.committed(batch)
-        for outcome in outcomes:
-            if outcome.error is not None:
-                raise outcome.error
-        return outcomes
-
-    def _check_command(self, entity: EntityRow, command: str) -> bool:
-        """True for a lifecycle event; False for a backend's own command (e.g. `submit`, whose
-        result events the backend chooses); anything else is refused."""
-        validation.text(command, "command")
-        if command in self.engine.lifecycle(entity.lifecycle).definition.triggers:
-            return True
-        backend = self.routes.get(entity.lifecycle)
-        if backend is not None and command in backend.commands:
-            return False
-        raise FsmError(
-            f"{command!r} is neither an event of lifecycle {entity.lifecycle!r} nor a command "
-            f"of its backend"
-        )
-
-    def _finish_scheduled(self, scheduled_id: int, outcome: str) -> None:
-        with self.engine.store.transaction() as uow:
-            queue.complete_command(uow, scheduled_id, self.id, self.engine.clock(), outcome)
+        return now + timedelta(seconds=delay)
 
     # -- lifetime ----------------------------------------------------------------------------
 
     def tick(self) -> TickStats:
-        """Commands first (a due stop wins over a refresh), then refresh, then deadlines."""
+        """Commands first (a due stop wins over a refresh), then refresh, then deadlines, then
+        the releases the ends of this tick asked for."""
         stats = TickStats()
         stats.commands = self.run_commands()
         stats.add(self.refresh())
-        stats.timeouts = self.fire_timeouts()
+        stats.timeouts += self.fire_timeouts()
+        stats.releases = self.run_releases()
         return stats
 
     def open_work(self) -> int:
-        """Entities not yet terminal plus commands not yet done: zero means idle."""
+        """Entities not yet terminal, commands not yet done and releases of the lifecycles this
+        worker drives not yet confirmed: zero means idle."""
+        drives = sorted(name for name, backend in self.routes.items() if backend.releases)
         with self.engine.store.transaction() as uow:
-            return queue.open_work(uow)
+            return queue.open_work(uow) + releases.open_count(uow, drives)
 
     def release(self) -> int:
         """Give back this worker's leases (graceful shutdown)."""
         with self.engine.store.transaction() as uow:
             return queue.release_leases(uow, self.id)
-
-
-class _AlreadyDone(FsmError):
-    def __init__(self, scheduled_id: int) -> None:
-        super().__init__(f"scheduled command #{scheduled_id} was recorded by another worker")

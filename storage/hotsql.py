@@ -19,6 +19,7 @@ _ENTITY_TIMES = frozenset(
         "created_at",
         "updated_at",
         "lease_expires_at",
+        "last_observed_at",
     )
 )
 _TRANSITION_TIMES = frozenset(("observed_at", "recorded_at"))
@@ -91,6 +92,7 @@ class HotSql:
             values[14],
             c.json_in(values[15]),
             values[16],
+            t(values[17]),
         )
 
     def entity_params(self, row: EntityRow) -> tuple[Any, ...]:
@@ -113,6 +115,7 @@ class HotSql:
             row.observation_failures,
             self.codec.json_out(row.data),
             row.parent_id,
+            out(row.last_observed_at),
         )
 
     def transition_params(self, t: TransitionRow) -> tuple[Any, ...]:

@@ -78,16 +78,32 @@ def claim_due(
 
 
 def finish_refresh(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) -> int:
-    """Set the next refresh time and failure count and drop our lease; only where we still hold
-    it (a worker whose lease expired writes nothing). Returns how many rows were ours."""
+    """Set the next refresh time and failure count (and, for an observation that succeeded,
+    when it was made) and drop our lease; only where we still hold it (a worker whose lease
+    expired writes nothing). Returns how many rows were ours."""
     if not marks:
         return 0
     ph, out = uow.hot.codec.placeholder, uow.hot.codec.time_out
     sql = (
         f"UPDATE entity SET next_refresh_at = {ph}, observation_failures = {ph}, "
+        f"last_observed_at = COALESCE({ph}, last_observed_at), "
         f"lease_owner = NULL, lease_expires_at = NULL WHERE id = {ph} AND lease_owner = {ph}"
     )
-    params = [(out(m.next_refresh_at), m.observation_failures, m.id, owner) for m in marks]
+    params = [
+        (out(m.next_refresh_at), m.observation_failures, out(m.observed_at), m.id, owner)
+        for m in marks
+    ]
+    arg: Any = params[0] if len(params) == 1 else params
+    return int(uow.connection.exec_driver_sql(sql, arg).rowcount)
+
+
+def pull_refresh(uow: UnitOfWork, ids: Sequence[str], now: datetime) -> int:
+    """Make entities due for a refresh now (a deadline needs a look before it may fire)."""
+    if not ids:
+        return 0
+    ph, out = uow.hot.codec.placeholder, uow.hot.codec.time_out
+    sql = f"UPDATE entity SET next_refresh_at = {ph} WHERE id = {ph}"
+    params = [(out(now), entity_id) for entity_id in ids]
     arg: Any = params[0] if len(params) == 1 else params
     return int(uow.connection.exec_driver_sql(sql, arg).rowcount)
 
@@ -99,17 +115,37 @@ def release_leases(uow: UnitOfWork, owner: str) -> int:
     return int(uow.connection.exec_driver_sql(sql, (owner,)).rowcount)
 
 
-def due_deadlines(uow: UnitOfWork, now: datetime, limit: int) -> list[EntityRow]:
-    """Non-terminal entities whose state's time limit has passed, oldest deadline first."""
+def due_deadlines(
+    uow: UnitOfWork,
+    now: datetime,
+    limit: int,
+    looked_at: Sequence[str] = (),
+    look_by: datetime | None = None,
+) -> list[EntityRow]:
+    """Non-terminal entities whose state's time limit has passed, oldest deadline first.
+
+    Entities of the `looked_at` lifecycles (a backend observes them) that have had no
+    successful look since their deadline and have one scheduled by `look_by` are left out: the
+    refresh decides them, and they must not crowd the others out of the page."""
     hot, ph = uow.hot, uow.hot.codec.placeholder
+    out = hot.codec.time_out
+    params: list[Any] = [out(now), False]
+    waiting = ""
+    if looked_at:
+        names = ", ".join(ph for _ in looked_at)
+        waiting = (
+            f" AND (lifecycle NOT IN ({names}) OR last_observed_at >= deadline_at "
+            f"OR next_refresh_at IS NULL OR next_refresh_at > {ph})"
+        )
+        params += [*looked_at, out(look_by or now)]
     sql = (
         f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entity WHERE deadline_at <= {ph} "
-        f"AND terminal = {ph} ORDER BY deadline_at LIMIT {ph}"
+        f"AND terminal = {ph}{waiting} ORDER BY deadline_at LIMIT {ph}"
     )
     if uow.locks_rows:
         sql += " FOR UPDATE SKIP LOCKED"
-    params = (hot.codec.time_out(now), False, limit)
-    return [hot.entity_from(v) for v in uow.connection.exec_driver_sql(sql, params)]
+    params.append(limit)
+    return [hot.entity_from(v) for v in uow.connection.exec_driver_sql(sql, tuple(params))]
 
 
 def schedule_command(

@@ -30,6 +30,7 @@ class EntityRow(NamedTuple):
     observation_failures: int = 0
     data: dict[str, Any] = {}
     parent_id: str | None = None
+    last_observed_at: datetime | None = None
 
 
 class TransitionRow(NamedTuple):
@@ -88,11 +89,13 @@ class ScheduledCommandRow(NamedTuple):
 
 
 class RefreshMark(NamedTuple):
-    """When to look at an entity next, and how many observations of it failed in a row."""
+    """When to look at an entity next, how many observations of it failed in a row, and when
+    the one that just succeeded was made (None: it failed, keep the last success)."""
 
     id: str
     next_refresh_at: datetime | None
     observation_failures: int
+    observed_at: datetime | None = None
 
 
 class Claim(NamedTuple):
@@ -100,3 +103,17 @@ class Claim(NamedTuple):
 
     entity: EntityRow
     previous_owner: str | None
+
+
+class ReleaseRow(NamedTuple):
+    """A release obligation: pending while `released_at` is None."""
+
+    entity_id: str
+    state: str
+    requested_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    released_at: datetime | None
+    claimed_by: str | None
+    claim_expires_at: datetime | None

@@ -74,6 +74,8 @@ class EntityTable(SQLModel, table=True):
     observation_failures: int = Field(default=0)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     parent_id: str | None = Field(default=None, foreign_key="entity.id", index=True)
+    #: when an observation of it last succeeded (the deadline rule waits for one after a limit)
+    last_observed_at: datetime | None = _time(nullable=True)
 
 
 class TransitionTable(SQLModel, table=True):
@@ -123,7 +125,27 @@ class ScheduledCommandTable(SQLModel, table=True):
     claim_expires_at: datetime | None = _time(nullable=True)
 
 
+class ReleaseTable(SQLModel, table=True):
+    """A durable obligation to free what an ended entity still holds (a job, a process, a VM).
+
+    Written in the transaction of the terminal transition; done only when the backend's
+    `release` returned, i.e. confirmed that nothing is held any more."""
+
+    __tablename__ = "release_obligation"
+
+    entity_id: str = Field(primary_key=True, foreign_key="entity.id", max_length=200)
+    state: str = Field(max_length=200)  # the terminal state that asked for it
+    requested_at: datetime = _time()
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = _time(index=True)
+    last_error: str | None = Field(default=None, max_length=2000)
+    released_at: datetime | None = _time(nullable=True)
+    claimed_by: str | None = Field(default=None, max_length=200)
+    claim_expires_at: datetime | None = _time(nullable=True)
+
+
 entity_table = EntityTable.__table__  # type: ignore[attr-defined]
 transition_table = TransitionTable.__table__  # type: ignore[attr-defined]
 definition_table = LifecycleDefinitionTable.__table__  # type: ignore[attr-defined]
 scheduled_command_table = ScheduledCommandTable.__table__  # type: ignore[attr-defined]
+release_table = ReleaseTable.__table__  # type: ignore[attr-defined]

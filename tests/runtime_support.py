@@ -46,6 +46,16 @@ def start_worker(db_url: str, config: Path, *extra: str) -> subprocess.Popen[str
     )
 
 
+def wait_started(proc: subprocess.Popen[str]) -> None:
+    """Read the worker's log until it says it started (its startup time depends on the load of
+    the machine, not on the test)."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if " started on " in line:
+            return
+    raise AssertionError(f"fsm run ended before it started (exit {proc.wait()})")
+
+
 def wait_ok(proc: subprocess.Popen[str], timeout: float) -> None:
     try:
         proc.wait(timeout=timeout)

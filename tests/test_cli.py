@@ -410,6 +410,8 @@ def test_status_json_and_filters(engine: Engine, clock: ManualClock, db_url: str
     assert json.loads(out) == {
         "total": 1,
         "counts": [{"lifecycle": "service", "state": "HEALTHY", "count": 1, "terminal": False}],
+        "pending_releases": 0,
+        "oldest_pending_releases": [],
     }
     code, out, _ = run("status", "--db", db_url)
     assert code == 0

@@ -18,6 +18,7 @@ from tests.runtime_support import (
     lease_intervals,
     start_worker,
     wait_ok,
+    wait_started,
     wait_until,
     write_config,
 )
@@ -61,6 +62,7 @@ def test_twenty_sigkills_under_load_lose_nothing(db_url: str, tmp_path: Path) ->
     progress = []
     for _ in range(20):
         proc = start_worker(db_url, config)
+        wait_started(proc)  # killed while working, however long the start took
         time.sleep(rng.uniform(0.8, 2.2))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)

@@ -270,11 +270,16 @@ def test_a_tick_never_claims_what_fell_due_during_it(
 
 
 def test_an_always_due_entity_still_times_out(fast_engine: Engine, clock: ManualClock) -> None:
-    """Refresh-first grace is bounded: an entity never refreshed in time is timed out."""
+    """The wait for a successful look is bounded: an entity whose every look fails is timed
+    out once the bound (its limit again) passed, right after one more look was tried."""
     op = fast_engine.create("operation", {"time_limits": {"PENDING": 5}})
-    worker = Worker(fast_engine, [Flaky(seed=1)])  # routed, and due for refresh all along
+    sim = Flaky(seed=1)
+    sim.down = True
+    worker = Worker(fast_engine, [sim])  # routed, and due for refresh all along
     clock.advance(5.1)
-    assert worker.fire_timeouts() == 0  # just overdue and due for a refresh: refresh first
-    clock.advance(10)
-    assert worker.fire_timeouts() == 1
+    worker.tick()
+    assert fast_engine.get(op.id).state == "PENDING"  # overdue, but no look succeeded yet
+    for _ in range(60):
+        clock.advance(0.1)
+        worker.tick()
     assert fast_engine.get(op.id).state == "TIMED_OUT"
