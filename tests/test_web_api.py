@@ -357,3 +357,23 @@ def test_attention_counts_and_leases(db_url: str) -> None:
     assert by_name["service"]["lagging_refreshes"] == 0
     assert by_name["host"]["lagging_refreshes"] == 2
     assert body["leases"] == {"w1": 2}
+
+
+def test_release_obligations_show_until_confirmed(db_url: str) -> None:
+    from datetime import UTC
+
+    from storage import releases
+
+    build(db_url)
+    engine = Engine(db_url)
+    engine.fire("svc-001", "stop", {})
+    with engine.store.transaction() as uow:
+        assert releases.request(uow, [("svc-001", "STOPPED")], datetime.now(UTC)) == 1
+    engine.close()
+    with client(db_url) as c:
+        assert c.get("/api/overview").json()["releases_pending"] == 1
+        release = c.get("/api/entities/svc-001").json()["release"]
+        assert release["state"] == "STOPPED" and release["released_at"] is None
+        assert "fsm_releases_pending 1.0" in c.get("/metrics").text
+        assert "not confirmed yet" in c.get("/entities/svc-001").text
+        assert c.get("/api/entities/svc-002").json()["release"] is None

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from fsm.redaction import redact, redact_text
-from storage.records import EntityRow, ScheduledCommandRow, TransitionRow
+from storage.records import EntityRow, ReleaseRow, ScheduledCommandRow, TransitionRow
 
 
 class StateInfo(BaseModel):
@@ -62,6 +62,7 @@ class Overview(BaseModel):
     now: datetime
     lifecycles: list[LifecycleOverview]
     leases: dict[str, int] = Field(description="entities leased per worker now")
+    releases_pending: int = Field(description="ended entities whose release is unconfirmed")
 
 
 class Entity(BaseModel):
@@ -83,12 +84,15 @@ class Entity(BaseModel):
     data: dict[str, Any]
     parent_id: str | None
     profile: str | None = None
+    last_observed_at: datetime | None = Field(
+        default=None, description="the last observation that succeeded"
+    )
 
     @classmethod
     def of(cls, row: EntityRow) -> Entity:
         fields = row._asdict()
         fields["data"] = redact(row.data)
-        fields["profile"] = getattr(row, "profile", None)
+        fields["profile"] = getattr(row, "profile", None)  # the schema may not have it yet
         return cls(**fields)
 
 
@@ -148,6 +152,28 @@ class ScheduledCommand(BaseModel):
         )
 
 
+class Release(BaseModel):
+    """What an ended entity still held, until its backend confirmed it is gone."""
+
+    state: str
+    requested_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    released_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ReleaseRow) -> Release:
+        return cls(
+            state=row.state,
+            requested_at=row.requested_at,
+            attempts=row.attempts,
+            next_attempt_at=row.next_attempt_at,
+            last_error=None if row.last_error is None else redact_text(row.last_error),
+            released_at=row.released_at,
+        )
+
+
 class Violation(BaseModel):
     kind: str
     detail: str
@@ -164,6 +190,7 @@ class EntityDetail(BaseModel):
     parent: Entity | None
     children: list[Entity]
     pending_commands: list[ScheduledCommand]
+    release: Release | None = Field(description="the release obligation, once it ended")
     verification: Verification
 
 

@@ -51,7 +51,11 @@ class DatabaseCollector(Collector):
         leases = GaugeMetricFamily("fsm_leases", "Entities leased per worker", labels=["worker"])
         for worker, n in overview.leases.items():
             leases.add_metric([worker], n)
-        yield from (entities, moved, failing, overdue, lagging, leases)
+        unreleased = GaugeMetricFamily(
+            "fsm_releases_pending", "Ended entities whose release is not confirmed yet"
+        )
+        unreleased.add_metric([], overview.releases_pending)
+        yield from (entities, moved, failing, overdue, lagging, leases, unreleased)
 
 
 def exposition(reader: Reader) -> bytes:

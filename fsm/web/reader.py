@@ -24,7 +24,7 @@ from fsm.verify import check_entity, rule_book
 from fsm.web import models
 from fsm.web.overlay import overlays, versions_by_lifecycle, window_seconds
 from fsm.web.tally import MoveTally
-from storage import EntityNotFound
+from storage import EntityNotFound, releases
 from storage.migrate import head_revision
 from storage.pages import (
     EntityQuery,
@@ -39,7 +39,13 @@ from storage.pages import (
     state_attention,
     transitions_after,
 )
-from storage.records import EntityRow, ScheduledCommandRow, StateCount, TransitionRow
+from storage.records import (
+    EntityRow,
+    ReleaseRow,
+    ScheduledCommandRow,
+    StateCount,
+    TransitionRow,
+)
 
 T = TypeVar("T")
 CACHE_SECONDS = 2.0  # the overview's aggregates: at most this old (a page load, not a report)
@@ -90,6 +96,7 @@ class Snapshot(NamedTuple):
     parent: EntityRow | None
     children: list[EntityRow]
     pending: list[ScheduledCommandRow]
+    release: ReleaseRow | None
 
 
 class Reader:
@@ -187,6 +194,7 @@ class Reader:
         with store.reading() as conn:
             rows = state_attention(conn, now, now - LAG_GRACE)
             leases = leases_by_worker(conn, now)
+            unreleased, _oldest = releases.pending(conn, limit=0)
         counts = [StateCount(r.lifecycle, r.state, r.total) for r in rows]
         needs: dict[str, list[int]] = {}
         for r in rows:
@@ -219,7 +227,14 @@ class Reader:
                     lagging_refreshes=lagging,
                 )
             )
-        return models.Overview(window=window, since=since, now=now, lifecycles=out, leases=leases)
+        return models.Overview(
+            window=window,
+            since=since,
+            now=now,
+            lifecycles=out,
+            leases=leases,
+            releases_pending=unreleased,
+        )
 
     # -- entities ----------------------------------------------------------------------------
 
@@ -250,6 +265,7 @@ class Reader:
                 entity_row(conn, row.parent_id) if row.parent_id else None,
                 children(conn, entity_id),
                 scheduled_commands(conn, entity_id, pending_only=True),
+                releases.for_entity(conn, entity_id),
             )
 
     def detail(self, shot: Snapshot) -> models.EntityDetail:
@@ -258,6 +274,7 @@ class Reader:
             parent=models.Entity.of(shot.parent) if shot.parent is not None else None,
             children=[models.Entity.of(k) for k in shot.children],
             pending_commands=[models.ScheduledCommand.of(c) for c in shot.pending],
+            release=models.Release.of(shot.release) if shot.release is not None else None,
             verification=self._verification(shot),
         )
 

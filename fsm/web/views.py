@@ -74,7 +74,9 @@ def overview(
     body = (
         f"<h1>Overview</h1><p class=windows>moves fired in the last: {windows}</p>"
         f'<div id=overview data-testid="overview">{cards}'
-        f"<h2>Leases by worker</h2>{table(['worker', 'entities'], leases, 'leases')}</div>"
+        f"<h2>Leases by worker</h2>{table(['worker', 'entities'], leases, 'leases')}"
+        f'<p data-testid="releases">releases not confirmed yet: <b>{data.releases_pending}</b></p>'
+        "</div>"
     )
     return HTMLResponse(page("Overview", body, active="/", data={"page": "overview"}))
 
@@ -188,6 +190,17 @@ def entity(entity_id: str, r: ReaderDep) -> HTMLResponse:
         if detail.parent
         else ""
     )
+    release = ""
+    if detail.release is not None:
+        rel = detail.release
+        done = (
+            f"released {when(rel.released_at)}"
+            if rel.released_at
+            else f"<b>not confirmed yet</b>: {rel.attempts} attempt(s), "
+            f"next {when(rel.next_attempt_at)}"
+            + (f", last error: {e(rel.last_error)}" if rel.last_error else "")
+        )
+        release = f'<p data-testid="release">release (ended {e(rel.state)}): {done}</p>'
     v = detail.verification
     verdict = (
         '<p class=ok data-testid="verify">verify: no violations</p>'
@@ -212,7 +225,7 @@ def entity(entity_id: str, r: ReaderDep) -> HTMLResponse:
         f"<p>version {x.version} · {x.seq} transitions · lease {e(x.lease_owner or 'none')} · "
         f"failed observations in a row: {x.observation_failures}"
         + (f" · profile {e(x.profile)}" if x.profile else "")
-        + f"</p>{parent}{verdict}<h2>Timeline</h2>{band}<h2>Transitions</h2>"
+        + f"</p>{parent}{release}{verdict}<h2>Timeline</h2>{band}<h2>Transitions</h2>"
         + table(
             ["seq", "move", "event", "source", "observed (UTC)", "recorded (UTC)", "payload"],
             transitions,
