@@ -377,3 +377,14 @@ def test_release_obligations_show_until_confirmed(db_url: str) -> None:
         assert "fsm_releases_pending 1.0" in c.get("/metrics").text
         assert "not confirmed yet" in c.get("/entities/svc-001").text
         assert c.get("/api/entities/svc-002").json()["release"] is None
+
+
+def test_without_backends_commands_are_refused_but_can_be_scheduled(sqlite_url: str) -> None:
+    build(sqlite_url)
+    with TestClient(app_for(sqlite_url, writes=True, commands=False)) as c:
+        stop = c.post("/api/entities/svc-003/commands", json={"command": "stop"}, headers=AUTH)
+        assert stop.status_code == 400 and "--config" in stop.json()["detail"]
+        assert c.get("/api/entities/svc-003").json()["entity"]["state"] == "HEALTHY"
+        later = c.post("/api/entities/svc-003/schedule", json={"command": "stop"}, headers=AUTH)
+        assert later.status_code == 200
+        assert len(c.get("/api/entities/svc-003").json()["pending_commands"]) == 1

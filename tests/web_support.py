@@ -62,7 +62,17 @@ def serving(app: FastAPI) -> Iterator[str]:
         server.stop()
 
 
-def app_for(url: str, *, writes: bool = False, use_dot: bool = True) -> FastAPI:
+def app_for(
+    url: str, *, writes: bool = False, use_dot: bool = True, commands: bool = True
+) -> FastAPI:
+    """`commands`: as if `--config` named backends that drive none of the built-in lifecycles
+    (the engine then records a command's event itself, as `fsm run` would)."""
     return create_app(
-        ServeSettings(url, allow_writes=writes, tokens=[TOKEN] if writes else [], use_dot=use_dot)
+        ServeSettings(
+            url,
+            allow_writes=writes,
+            tokens=[TOKEN] if writes else [],
+            backends=[] if commands else None,
+            use_dot=use_dot,
+        )
     )

@@ -25,7 +25,9 @@ class ServeSettings:
     url: str
     allow_writes: bool = False
     tokens: list[Token] = field(default_factory=list)
-    backends: list[BackendLike] = field(default_factory=list)
+    # the backends commands go through (`--config`); None: no config, commands are refused,
+    # since recording `stop` without telling the backend would leave its job running
+    backends: list[BackendLike] | None = None
     use_dot: bool = True
 
 
@@ -58,7 +60,10 @@ def create_app(settings: ServeSettings, engine: Engine | None = None) -> FastAPI
     if settings.allow_writes:
         writer = Engine(settings.url, migrate=False)
         app.state.writes = writes.WriteSide(
-            writer, Worker(writer, settings.backends, worker_id="api"), settings.tokens
+            writer,
+            Worker(writer, settings.backends or [], worker_id="api"),
+            settings.tokens,
+            commands=settings.backends is not None,
         )
     errors.install(app)
     app.include_router(api.router)

@@ -60,7 +60,7 @@ def serve(
         if not allow_writes and (token_file or config):
             raise UsageProblem("--token-file and --config only matter with --allow-writes")
         _check_address(host, port)
-        backends = [make_backend(b) for b in load_config(config).backends] if config else []
+        backends = [make_backend(b) for b in load_config(config).backends] if config else None
         app = create_app(
             ServeSettings(url, allow_writes=allow_writes, tokens=tokens, backends=backends)
         )

@@ -39,6 +39,7 @@ class WriteSide:
     engine: Engine
     worker: Worker
     tokens: list[Token]
+    commands: bool = True  # False without --config: no backend would carry a command out
 
 
 def writer(
@@ -77,6 +78,12 @@ async def command(entity_id: str, body: models.CommandBody, w: WriterDep) -> mod
     """Carry out a command now (a lifecycle event, or a command of the configured backend)."""
     side, source = w
     target = entity_id_of(entity_id)
+    if not side.commands:
+        raise HTTPException(
+            400,
+            "this server runs commands only with --config naming the backends that carry them "
+            "out; schedule it instead (a worker runs it through its backend)",
+        )
 
     def run() -> models.Outcome:
         before = side.engine.get(target).seq
