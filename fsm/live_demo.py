@@ -77,6 +77,7 @@ class LiveReport:
     featured: str
     seconds: float
     diagram_files: list[Path] = field(default_factory=list)
+    no_svg: str | None = None  # why there is no SVG diagram (Graphviz's `dot` is optional)
     ids: dict[str, str] = field(default_factory=dict)
 
 
@@ -183,7 +184,7 @@ def run(url: str, console: Console, *, seconds: float = 30.0) -> LiveReport:
             engine.subscribe(narrate)
             runner.run()
         report = LiveReport(url, ids["flappy"], time.monotonic() - started, ids=ids)
-        report.diagram_files = _annotated_diagrams(engine, base)
+        report.diagram_files, report.no_svg = _annotated_diagrams(engine, base)
         return report
     finally:
         if web is not None:
@@ -222,9 +223,9 @@ def _plain(t: TransitionRow, ids: dict[str, str]) -> str:
     )
 
 
-def _annotated_diagrams(engine: Engine, folder: Path) -> list[Path]:
+def _annotated_diagrams(engine: Engine, folder: Path) -> tuple[list[Path], str | None]:
     """The service lifecycle with how many services ended in each state and how often each
-    transition fired in this run."""
+    transition fired in this run; and why there is no SVG, when there is none."""
     counts = Counter({c.state: c.total for c in engine.counts() if c.lifecycle == "service"})
     fired: Counter[tuple[str, str, str]] = Counter()
     for entity in engine.list_entities(lifecycle="service"):
@@ -241,4 +242,5 @@ def _annotated_diagrams(engine: Engine, folder: Path) -> list[Path]:
         written.append(svg)
     except Exception as exc:  # Graphviz's `dot` is optional for the demo
         log.info("no SVG diagram: %s", exc)
-    return written
+        return written, str(exc)
+    return written, None

@@ -252,7 +252,10 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
     def _apply_observation(
         self, batch: StagedBatch, observation: Observation, now: datetime, stats: TickStats
     ) -> None:
-        source = self.routes[batch.rows[observation.entity_id].lifecycle].name
+        row = batch.rows[observation.entity_id]
+        backend = self.routes[row.lifecycle]
+        source_for = getattr(backend, "source_for", None)  # a profile router: the entity's own
+        source = source_for(row) if source_for is not None else backend.name
         if not observation.events and observation.data:
             try:
                 batch.merge_data(observation.entity_id, observation.data)

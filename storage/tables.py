@@ -76,6 +76,7 @@ class EntityTable(SQLModel, table=True):
     parent_id: str | None = Field(default=None, foreign_key="entity.id", index=True)
     #: when an observation of it last succeeded (the deadline rule waits for one after a limit)
     last_observed_at: datetime | None = _time(nullable=True)
+    profile: str | None = Field(default=None, max_length=100)
 
 
 class TransitionTable(SQLModel, table=True):

@@ -20,7 +20,7 @@ from fsm.web import models
 from fsm.web.api import entity_id_of
 from fsm.web.tokens import Token, match
 from fsm.worker import Worker
-from storage.cancelling import cancel_command
+from storage.command_admin import CANCELLED, cancel_command, get_command
 from storage.pages import scheduled_command
 
 router = APIRouter(prefix="/api", tags=["write"])
@@ -128,9 +128,13 @@ async def cancel(entity_id: str, command_id: int, w: WriterDep) -> models.Cancel
     def run() -> bool:
         side.engine.get(target)  # EntityNotFound: 404
         with side.engine.store.transaction() as uow:
-            return cancel_command(
-                uow, command_id, target, side.engine.now(), f"cancelled by {source}"
+            row = get_command(uow, command_id)
+            if row is None or row.entity_id != target:
+                return False
+            won, _now = cancel_command(
+                uow, command_id, side.engine.now(), f"{CANCELLED} by {source}"
             )
+            return won
 
     if not await anyio.to_thread.run_sync(run):
         raise HTTPException(409, "no pending, unclaimed command with that id for this entity")
