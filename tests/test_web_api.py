@@ -388,3 +388,21 @@ def test_without_backends_commands_are_refused_but_can_be_scheduled(sqlite_url: 
         later = c.post("/api/entities/svc-003/schedule", json={"command": "stop"}, headers=AUTH)
         assert later.status_code == 200
         assert len(c.get("/api/entities/svc-003").json()["pending_commands"]) == 1
+
+
+def test_the_profile_filter(db_url: str) -> None:
+    engine = Engine(db_url)
+    for i in range(6):
+        engine.create("service", {}, id=f"p-{i}", profile="della" if i % 2 else None)
+    engine.close()
+    with client(db_url, writes=True) as c:
+        assert [r["id"] for r in walk(c, profile="della", limit=2)] == ["p-1", "p-3", "p-5"]
+        assert all(r["profile"] == "della" for r in walk(c, profile="della"))
+        made = c.post(
+            "/api/entities",
+            json={"lifecycle": "service", "id": "p-api", "profile": "della"},
+            headers=AUTH,
+        )
+        assert made.status_code == 201 and made.json()["profile"] == "della"
+        assert len(walk(c, profile="della")) == 4
+        assert "name=profile" in c.get("/entities").text

@@ -206,6 +206,7 @@ class CreateBody(BaseModel):
     id: str | None = Field(default=None, max_length=200)
     data: dict[str, Any] = Field(default_factory=dict)
     parent_id: str | None = Field(default=None, max_length=200)
+    profile: str | None = Field(default=None, max_length=100, description="backend profile")
 
 
 class CommandBody(BaseModel):

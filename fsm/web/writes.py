@@ -65,7 +65,9 @@ async def create(body: models.CreateBody, w: WriterDep) -> models.Entity:
     side, _source = w
 
     def run() -> models.Entity:
-        row = side.engine.create(body.lifecycle, body.data, id=body.id, parent_id=body.parent_id)
+        row = side.engine.create(
+            body.lifecycle, body.data, id=body.id, parent_id=body.parent_id, profile=body.profile
+        )
         return models.Entity.of(row)
 
     return await anyio.to_thread.run_sync(run)
