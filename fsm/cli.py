@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from fsm import cli_database, cli_lifecycles, cli_runtime, cli_verbs, live_demo
+from fsm import cli_database, cli_lifecycles, cli_runtime, cli_supervise, cli_verbs, live_demo
 from fsm import demo as demo_module
 from fsm.cli_support import checked_url, console, describe, finite, one_line, reading, reporting
 from fsm.cli_support import show as _show
@@ -51,6 +51,7 @@ app.command(name="submit")(cli_verbs.submit)
 app.command(name="stop")(cli_verbs.stop)
 app.command(name="cancel")(cli_verbs.cancel)
 app.command(name="commands")(cli_verbs.commands)
+cli_supervise.register(app)
 
 
 def _version(value: bool) -> None:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from fsm.cli_supervise import supervisor_rows, supervisors_table
 from fsm.cli_support import (
     DbOption,
     JsonOption,
@@ -26,6 +27,7 @@ from fsm.cli_support import (
 )
 from fsm.engine import Engine
 from fsm.lifecycles import BUILTIN_NAMES
+from fsm.supervision import SUPERVISOR
 from fsm.verify import Violation
 from storage import releases
 from storage.profiles import count_by_profile
@@ -247,22 +249,28 @@ def status(
     with reporting(), reading(db) as engine:
         rows = status_rows(engine, lifecycle, state)
         profiles = profile_rows(engine) if lifecycle is None and state is None else []
+        supervised = (
+            supervisor_rows(engine, live_only=True) if lifecycle in (None, SUPERVISOR) else []
+        )
         with engine.store.reading() as conn:
             waiting, oldest = releases.pending(conn)
     if as_json:
-        print_json(
-            {
-                "total": sum(r["count"] for r in rows),
-                "counts": rows,
-                "profiles": profiles,
-                "pending_releases": waiting,
-                "oldest_pending_releases": [r._asdict() for r in oldest],
-            }
-        )
+        report: dict[str, Any] = {
+            "total": sum(r["count"] for r in rows),
+            "counts": rows,
+            "profiles": profiles,
+            "pending_releases": waiting,
+            "oldest_pending_releases": [r._asdict() for r in oldest],
+        }
+        if supervised:
+            report["supervisors"] = supervised
+        print_json(report)
         return
     out = console()
     status_table(out, rows)
     profile_table(out, profiles)
+    if supervised:
+        supervisors_table(out, supervised)
     if waiting:
         show(out, Text(f"{waiting} release(s) pending (an ended entity may still hold something):"))
         for r in oldest:

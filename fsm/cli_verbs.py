@@ -15,6 +15,7 @@ import typer
 from rich.text import Text
 
 from fsm.cli_input import ConfigOption, Session, due_time, json_object, session
+from fsm.cli_supervise import stop_supervisor
 from fsm.cli_support import (
     MAX_SECONDS,
     DbOption,
@@ -34,6 +35,7 @@ from fsm.cli_support import (
 from fsm.config import load_config
 from fsm.errors import FsmError
 from fsm.events import Outcome
+from fsm.supervision import SUPERVISOR
 from storage import StorageError
 from storage.command_admin import CANCELLED, cancel_command, list_commands
 
@@ -140,6 +142,9 @@ def _run(
 
 
 def _print(result: dict[str, Any], as_json: bool) -> None:
+    if "supervisor_state" in result and not as_json:
+        typer.echo(f"supervisor {result['entity_id']} is {result['supervisor_state']}")
+        return
     if "scheduled" in result:
         if as_json:
             print_json(result)
@@ -208,6 +213,10 @@ def stop(
         with session(db, config) as current:
             for entity_id in checked:
                 try:
+                    if current.engine.get(entity_id).lifecycle == SUPERVISOR:
+                        state = stop_supervisor(current.engine, entity_id)
+                        results.append({"entity_id": entity_id, "supervisor_state": state})
+                        continue
                     results.append(_run(current, entity_id, "stop", None, at, after))
                 except Exception as exc:  # per entity: one refused does not keep the others
                     failed += 1

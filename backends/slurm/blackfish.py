@@ -21,6 +21,7 @@ from typing import Any
 from backends.slurm.backend import SlurmBackend
 from backends.slurm.observe import job_id_of
 from backends.slurm.submit import submit_service
+from backends.slurm.supervised import SupervisedService
 from backends.slurm.transport import Tunnel
 from fsm import Engine, Entity, EntityNotFound, Event, FsmError
 from fsm.worker import Worker
@@ -42,7 +43,7 @@ class Job:
     source: str = "squeue"
 
 
-class Service:
+class Service(SupervisedService):
     """One service: `start` it, then `refresh`, `stop`, `open_tunnel`, `close_tunnel`, `get_job`.
 
     Give `id` to attach to a service started earlier (by this or another process).
