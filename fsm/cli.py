@@ -25,6 +25,7 @@ from fsm import demo as demo_module
 from fsm.cli_support import checked_url, console, describe, finite, one_line, reading, reporting
 from fsm.cli_support import show as _show
 from fsm.errors import FsmError, StorageError
+from fsm.web import serve as web_serve
 from storage.database import redacted, sqlite_path
 
 app = typer.Typer(
@@ -43,6 +44,7 @@ app.command(name="history")(cli_database.history)
 app.command(name="verify")(cli_database.verify)
 app.command(name="run")(cli_runtime.run)
 app.command(name="watch")(cli_runtime.watch)
+app.command(name="serve")(web_serve.serve)
 app.command(name="create")(cli_verbs.create)
 app.command(name="command")(cli_verbs.command)
 app.command(name="submit")(cli_verbs.submit)
@@ -106,6 +108,7 @@ def demo(
         where = str(path.resolve()) if path is not None else redacted(url)
         _show(out, f"{summary}\ndatabase: {where}")
         _show(out, f"look around: fsm status --db {redacted(url)}")
+        _show(out, f"in a browser: fsm serve --db {redacted(url)}")
     if violations:
         raise typer.Exit(1)
 

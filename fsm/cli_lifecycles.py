@@ -198,13 +198,27 @@ def diagram(
     ] = None,
     guard: GuardOption = None,
     guards: GuardsOption = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="annotate with this database's live numbers", show_default=False),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="with --db: count moves in this window (hour, day, 90m, all)"),
+    ] = None,
 ) -> None:
-    """Draw a lifecycle as Mermaid, DOT or SVG (guards need names only: `--guard NAME`,
-    `--guards MODULE` or the file's companion `NAME.hooks.yaml`)."""
+    """Draw a lifecycle as Mermaid, DOT or SVG; with --db, entities per state and moves fired
+    (guards need names only: `--guard NAME`, `--guards MODULE` or the file's companion
+    `NAME.hooks.yaml`)."""
     with reporting():
         lifecycle = _diagram_source(name_or_file, _known_names(guard, guards))
+        counts = fired = None
+        if db is not None:
+            counts, fired = _live_numbers(lifecycle, db, since or "all")
+        elif since is not None:
+            raise UsageProblem("--since needs --db (the database whose moves are counted)")
         try:
-            text = render(lifecycle, fmt.value)
+            text = render(lifecycle, fmt.value, counts=counts, fired=fired)
         except DiagramError as exc:
             raise FsmError(str(exc)) from exc
         if output is None:
@@ -212,3 +226,22 @@ def diagram(
             return
         output.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {output}", err=True)
+
+
+def _live_numbers(
+    lifecycle: Lifecycle, db: str, since: str
+) -> tuple[dict[str, int], dict[tuple[str, str, str], int]]:
+    """The web overview's overlay (entities per state, moves fired since) for one lifecycle."""
+    from datetime import UTC, datetime
+
+    from fsm.cli_support import reading
+    from fsm.web.overlay import WindowError, live_overlay, window_seconds
+
+    try:
+        window = window_seconds(since)
+    except WindowError as exc:
+        raise UsageProblem(str(exc)) from None
+    with reading(db) as engine:
+        lifecycles = {**engine.lifecycles, lifecycle.name: lifecycle}
+        overlay = live_overlay(engine.store, lifecycles, lifecycle.name, window, datetime.now(UTC))
+    return overlay.counts, dict(overlay.fired)

@@ -136,6 +136,7 @@ def run(url: str, console: Console, *, seconds: float = 30.0) -> LiveReport:
     )
     worker = Worker(engine, [backend], settings=WorkerSettings(lease_seconds=10))
     ids: dict[str, str] = {}
+    web = _web_view(url, console)
     try:
         for service in SERVICES:
             entity = engine.create(
@@ -186,6 +187,8 @@ def run(url: str, console: Console, *, seconds: float = 30.0) -> LiveReport:
         report.diagram_files, report.no_svg = _annotated_diagrams(engine, base)
         return report
     finally:
+        if web is not None:
+            web.stop()
         for entity_id in ids.values():  # nothing outlives the demo
             entity = engine.get(entity_id)
             if not entity.terminal:
@@ -195,6 +198,21 @@ def run(url: str, console: Console, *, seconds: float = 30.0) -> LiveReport:
         worker.run_releases()  # the stops above asked for releases: confirm them now
         backend.close()
         engine.close()
+
+
+def _web_view(url: str, console: Console) -> Any:
+    """`fsm serve` on the demo's database while it runs (skipped without the web extra)."""
+    try:
+        from fsm.web.background import serve_in_background
+    except ImportError:
+        return None
+    try:
+        view = serve_in_background(url)
+    except OSError as exc:
+        log.warning("no web view: %s", exc)
+        return None
+    console.print(f"web view of this demo, live while it runs: {view.address}/")
+    return view
 
 
 def _plain(t: TransitionRow, ids: dict[str, str]) -> str:
