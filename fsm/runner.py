@@ -64,6 +64,12 @@ class SingleWorkerLock:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise WorkerRefused(f"cannot open {self.path} to lock it: {exc.strerror}") from None
+        if os.fstatvfs(fd).f_flag & os.ST_RDONLY:  # reads may work (a hot WAL), writes never
+            os.close(fd)
+            raise WorkerRefused(
+                f"cannot run a worker on {self.path}: its file system is read-only; nothing is "
+                "wrong with the file (copy it to a writable folder, or remount read-write)"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
