@@ -64,3 +64,22 @@ def test_a_worker_on_a_read_only_file_system_says_so_once_and_exits(
     assert "read-only" in done.stderr and "nothing is wrong with the file" in done.stderr
     assert "Traceback" not in done.stderr
     assert "not a SQLite database" not in done.stderr
+
+
+@pytest.mark.parametrize("flag", ["+i", "+a"])
+def test_a_worker_on_a_file_it_cannot_write_says_so_and_exits(tmp_path: Path, flag: str) -> None:
+    """An immutable or append-only database file (chattr): reads work, every write fails with
+    SQLITE_READONLY; the worker is refused at start-up instead of failing every tick."""
+    db = tmp_path / "fsm.db"
+    subprocess.run([sys.executable, "-c", HOT_WAL.format(root=str(ROOT), db=str(db))], check=True)
+    if os.geteuid() != 0 or subprocess.run(["chattr", flag, str(db)], check=False).returncode:
+        if IN_CI:
+            pytest.fail("required in CI: chattr on the test's file system, as root")
+        pytest.skip("chattr needs root and a file system that supports it")
+    try:
+        fsm = [sys.executable, "-m", "fsm", "run", "--db", f"sqlite:///{db}"]
+        done = subprocess.run(fsm, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    finally:
+        subprocess.run(["chattr", flag.replace("+", "-"), str(db)], check=False)
+    assert done.returncode == 1, done.stderr
+    assert "a worker must write it" in done.stderr and "Traceback" not in done.stderr
