@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from fsm import Entity
+from fsm.children import Child
 from fsm.observation import FailureKind, Observation
 
 #: each host command and the observation that confirms it took effect (host lifecycle)
@@ -30,6 +31,9 @@ class CommandResult(NamedTuple):
     data: Mapping[str, Any] | None = None
     events: tuple[str, ...] | None = None
     payload: Mapping[str, Any] | None = None
+    #: entities to create in the transaction that records the command (its operation), and
+    #: the command to run on each after the commit (fsm.children)
+    children: tuple[Child, ...] = ()
 
 
 class CommandFailed(Exception):

@@ -217,11 +217,13 @@ class SimBackend(Backend):
         if (now - started).total_seconds() < self.operation_seconds * self.time_scale:
             return ()  # still in progress: the transitional state stands
         command = str(op.get("command"))
-        if command == "provision" and _rng(self.seed, "host", entity.id).random() < (
-            self.host_failure_rate
-        ):
-            return ("failed",)
+        if command == "provision" and self.provision_fails(entity.id):
+            return () if entity.state == "FAILED" else ("failed",)  # said once is enough
         return (HOST_COMMANDS[command],) if command in HOST_COMMANDS else ()
+
+    def provision_fails(self, entity_id: str) -> bool:
+        """Whether provisioning this host fails (decided by the seed, like everything)."""
+        return _rng(self.seed, "host", entity_id).random() < self.host_failure_rate
 
     def _operation_fails(self, entity_id: str) -> bool:
         return _rng(self.seed, "operation", entity_id).random() < self.operation_failure_rate
@@ -288,12 +290,19 @@ def populate(
     step = sim.operation_seconds * sim.time_scale * 2
     for i in range(hosts):
         host = f"{prefix}-host-{i:05d}"
+        # a host whose provisioning fails is only deprovisioned: FAILED refuses stop and start,
+        # and a command the simulator knows will be refused is not scheduled (no warnings)
+        failing = sim.provision_fails(host)
         for n, command in enumerate(("provision", "stop", "start", "deprovision")):
-            worker.schedule(host, command, delay=n * step)
+            if not (failing and command in ("stop", "start")):
+                worker.schedule(host, command, delay=n * step)
     if stop_every:
         for i in range(0, services, stop_every):
-            plan = sim.service_plan(f"{prefix}-svc-{i:06d}")
-            worker.schedule(f"{prefix}-svc-{i:06d}", "stop", delay=plan.run_start + plan.boot + 1)
+            name = f"{prefix}-svc-{i:06d}"
+            plan = sim.service_plan(name)
+            at = plan.run_start + plan.boot + 1
+            if plan.job_state(at + sim.time_scale) == "RUNNING":  # still running by then
+                worker.schedule(name, "stop", delay=at)
     return [item.id for item in items if item.id is not None]
 
 

@@ -12,17 +12,20 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
-from fsm import cli_database, cli_lifecycles, cli_runtime, live_demo
+from fsm import cli_database, cli_lifecycles, cli_runtime, cli_supervise, cli_verbs, live_demo
 from fsm import demo as demo_module
 from fsm.cli_support import checked_url, console, describe, finite, one_line, reading, reporting
 from fsm.cli_support import show as _show
 from fsm.errors import FsmError, StorageError
+from fsm.web import serve as web_serve
 from storage.database import redacted, sqlite_path
 
 app = typer.Typer(
@@ -41,6 +44,30 @@ app.command(name="history")(cli_database.history)
 app.command(name="verify")(cli_database.verify)
 app.command(name="run")(cli_runtime.run)
 app.command(name="watch")(cli_runtime.watch)
+app.command(name="serve")(web_serve.serve)
+app.command(name="create")(cli_verbs.create)
+app.command(name="command")(cli_verbs.command)
+app.command(name="submit")(cli_verbs.submit)
+app.command(name="stop")(cli_verbs.stop)
+app.command(name="cancel")(cli_verbs.cancel)
+app.command(name="commands")(cli_verbs.commands)
+cli_supervise.register(app)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fsm {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    """Explicit, durable lifecycles for hosts and services."""
 
 
 @app.command()
@@ -67,6 +94,8 @@ def demo(
             summary = f"finished in {report.seconds:.1f} s"
             for file in report.diagram_files:
                 summary += f"\nannotated diagram: {file}"
+            if report.no_svg is not None:
+                summary += f"\nno SVG diagram: {report.no_svg}"
         _show(out)
         with reading(url) as engine:
             cli_database.status_table(out, cli_database.status_rows(engine))
@@ -79,8 +108,16 @@ def demo(
         where = str(path.resolve()) if path is not None else redacted(url)
         _show(out, f"{summary}\ndatabase: {where}")
         _show(out, f"look around: fsm status --db {redacted(url)}")
+        _show(out, f"in a browser: fsm serve --db {redacted(url)}")
     if violations:
         raise typer.Exit(1)
+
+
+def package_version() -> str:
+    try:
+        return _dist_version("fsm-lifecycles")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _scripted_demo(out: Console, url: str) -> tuple[str, str]:

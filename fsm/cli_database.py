@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from fsm.cli_supervise import supervisor_rows, supervisors_table
 from fsm.cli_support import (
     DbOption,
     JsonOption,
@@ -26,8 +27,10 @@ from fsm.cli_support import (
 )
 from fsm.engine import Engine
 from fsm.lifecycles import BUILTIN_NAMES
+from fsm.supervision import SUPERVISOR
 from fsm.verify import Violation
 from storage import releases
+from storage.profiles import count_by_profile
 from storage.records import EntityRow, ReleaseRow, TransitionRow
 
 # -- lifecycle catalogue (built-in plus what the database remembers) -------------------------
@@ -78,12 +81,14 @@ def history_table(
     release: ReleaseRow | None = None,
 ) -> None:
     ended = " (terminal)" if entity.terminal else ""
+    profile = f", profile {entity.profile}" if entity.profile else ""
     show(
         out,
         Text.assemble(
             (f"{entity.lifecycle} {entity.id}", "bold"),
             f" is {entity.state}{ended}: version {entity.version}, "
-            f"{len(transitions)} transition(s), created {time_text(entity.created_at)} UTC",
+            f"{len(transitions)} transition(s), created {time_text(entity.created_at)} UTC"
+            f"{profile}",
         ),
     )
     if not transitions:
@@ -213,6 +218,27 @@ def status_table(out: Console, rows: Sequence[Mapping[str, Any]]) -> None:
     show(out, f"{total} entit{'y' if total == 1 else 'ies'}")
 
 
+def profile_rows(engine: Engine) -> list[dict[str, Any]]:
+    return [
+        {"profile": profile, "lifecycle": lifecycle, "live": live, "count": total}
+        for (profile, lifecycle), (live, total) in count_by_profile(engine.store).items()
+    ]
+
+
+def profile_table(out: Console, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Entities by backend profile (only those created with one)."""
+    if not rows:
+        return
+    grid = table(out, "PROFILE", "LIFECYCLE", "LIVE", "ENTITIES")
+    grid.columns[2].justify = grid.columns[3].justify = "right"
+    for r in rows:
+        grid.add_row(
+            Text(r["profile"], style="bold"), r["lifecycle"], str(r["live"]), str(r["count"])
+        )
+    show(out)
+    show(out, grid)
+
+
 def status(
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -222,21 +248,30 @@ def status(
     """Count entities by lifecycle and state."""
     with reporting(), reading(db) as engine:
         rows = status_rows(engine, lifecycle, state)
+        profiles = profile_rows(engine) if lifecycle is None and state is None else []
+        supervised = (
+            supervisor_rows(engine, live_only=True) if lifecycle in (None, SUPERVISOR) else []
+        )
         with engine.store.reading() as conn:
             waiting, oldest = releases.pending(conn)
     if as_json:
-        print_json(
-            {
-                "total": sum(r["count"] for r in rows),
-                "counts": rows,
-                "pending_releases": waiting,
-                "oldest_pending_releases": [r._asdict() for r in oldest],
-            }
-        )
+        report: dict[str, Any] = {
+            "total": sum(r["count"] for r in rows),
+            "counts": rows,
+            "profiles": profiles,
+            "pending_releases": waiting,
+            "oldest_pending_releases": [r._asdict() for r in oldest],
+        }
+        if supervised:
+            report["supervisors"] = supervised
+        print_json(report)
         return
-    status_table(console(), rows)
+    out = console()
+    status_table(out, rows)
+    profile_table(out, profiles)
+    if supervised:
+        supervisors_table(out, supervised)
     if waiting:
-        out = console()
         show(out, Text(f"{waiting} release(s) pending (an ended entity may still hold something):"))
         for r in oldest:
             show(out, Text(f"  {r.entity_id}: {release_text(r)}"))

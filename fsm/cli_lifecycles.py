@@ -11,9 +11,19 @@ import typer
 from rich.text import Text
 
 from fsm.cli_support import JsonOption, UsageProblem, console, print_json, reporting, show, table
-from fsm.definition import Definition, load_definition
+from fsm.config import config_lifecycles, load_config
+from fsm.definition import load_definition
 from fsm.diagram import DiagramError, duration, render
 from fsm.errors import DefinitionError, FsmError
+from fsm.hooks import (
+    HookError,
+    HookSpecs,
+    definition_problems,
+    drawable,
+    module_hooks,
+    read_companion,
+    resolve,
+)
 from fsm.lifecycle import Lifecycle
 from fsm.lifecycles import BUILTIN_NAMES, builtin_lifecycles
 
@@ -24,10 +34,11 @@ class DiagramFormat(StrEnum):
     svg = "svg"
 
 
-def _machine_info(lc: Lifecycle) -> dict[str, Any]:
+def _machine_info(lc: Lifecycle, source: str) -> dict[str, Any]:
     d = lc.definition
     return {
         "name": d.name,
+        "source": source,
         "version": d.version,
         "description": " ".join(d.description.split()),
         "initial": d.initial,
@@ -38,19 +49,35 @@ def _machine_info(lc: Lifecycle) -> dict[str, Any]:
     }
 
 
-def machines(as_json: JsonOption = False) -> None:
-    """List the built-in lifecycles."""
-    infos = [_machine_info(lc) for lc in builtin_lifecycles().values()]
+def machines(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="FSM_CONFIG",
+            help="also the run config's lifecycles",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the registered lifecycles: the built-in ones and the run config's."""
+    with reporting():
+        settings = load_config(config)
+        extra = list(zip(settings.lifecycles, config_lifecycles(settings), strict=True))
+    infos = [_machine_info(lc, "built-in") for lc in builtin_lifecycles().values()]
+    infos += [_machine_info(lc, path) for path, lc in extra]
     if as_json:
         print_json(infos)
         return
     out = console()
-    grid = table(out, "NAME", "VERSION", "STATES", "TERMINAL", "TIME LIMITS")
+    grid = table(out, "NAME", "VERSION", "SOURCE", "STATES", "TERMINAL", "TIME LIMITS")
     for info in infos:
         limits = ", ".join(f"{s} {duration(v)}" for s, v in info["time_limits"].items())
         grid.add_row(
             info["name"],
             info["version"],
+            Text(info["source"]),
             Text(", ".join(info["states"])),
             Text(", ".join(info["terminal"])),
             Text(limits),
@@ -58,11 +85,44 @@ def machines(as_json: JsonOption = False) -> None:
     show(out, grid)
 
 
-def _lint_one(path: Path, guards: Sequence[str]) -> dict[str, Any]:
+GuardOption = Annotated[
+    list[str] | None,
+    typer.Option("--guard", help="a guard name your code provides (repeatable)"),
+]
+GuardsOption = Annotated[
+    list[str] | None,
+    typer.Option("--guards", metavar="MODULE", help="a module whose functions are guards"),
+]
+
+
+def _known_names(guard: Sequence[str] | None, modules: Sequence[str] | None) -> set[str]:
+    """`--guard NAME`s and the public functions of each `--guards MODULE`."""
+    names = set(guard or [])
+    for module in modules or []:
+        try:
+            names |= set(module_hooks(module))
+        except HookError as exc:
+            raise UsageProblem(str(exc)) from exc
+    return names
+
+
+def _lint_one(path: Path, guards: set[str]) -> dict[str, Any]:
+    problems: list[str] = []
     try:
-        definition = load_definition(path, known_guards=guards)
+        companion = read_companion(path)
+    except HookError as exc:
+        companion, problems = HookSpecs(), [str(exc)]
+    try:
+        definition = load_definition(path, known_guards=guards | set(companion.guards))
     except DefinitionError as exc:
-        return {"file": str(path), "ok": False, "problems": list(exc.problems)}
+        problems += list(exc.problems)
+    else:
+        try:
+            resolve(companion)  # the companion's import paths must import
+        except HookError as exc:
+            problems.append(str(exc))
+    if problems:
+        return {"file": str(path), "ok": False, "problems": problems}
     return {
         "file": str(path),
         "ok": True,
@@ -76,13 +136,17 @@ def lint(
     files: Annotated[
         list[Path], typer.Argument(metavar="FILE...", help="YAML or JSON lifecycle definitions")
     ],
-    guard: Annotated[
-        list[str] | None, typer.Option("--guard", help="a guard your code registers (repeatable)")
-    ] = None,
+    guard: GuardOption = None,
+    guards: GuardsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check lifecycle definitions and print every problem (exit 1 if there is any)."""
-    results = [_lint_one(path, guard or []) for path in files]
+    """Check lifecycle definitions and print every problem (exit 1 if there is any).
+
+    Guards are known by `--guard NAME`, `--guards MODULE` or the file's companion
+    `NAME.hooks.yaml` (whose import paths must import)."""
+    with reporting():
+        known = _known_names(guard, guards)
+    results = [_lint_one(path, known) for path in files]
     failed = [r for r in results if not r["ok"]]
     if as_json:
         print_json({"ok": not failed, "files": results})
@@ -103,7 +167,7 @@ def lint(
         raise typer.Exit(1)
 
 
-def _diagram_source(name_or_file: str) -> Lifecycle:
+def _diagram_source(name_or_file: str, known: set[str]) -> Lifecycle:
     builtins = builtin_lifecycles()
     if name_or_file in builtins:
         return builtins[name_or_file]
@@ -113,24 +177,12 @@ def _diagram_source(name_or_file: str) -> Lifecycle:
             f"unknown lifecycle {name_or_file[:200]!r}: neither a built-in "
             f"({', '.join(BUILTIN_NAMES)}) nor a definition file"
         )
+    names = known | set(read_companion(path).guards)
     try:
-        definition = load_definition(path)
+        definition = load_definition(path, known_guards=names)
     except DefinitionError as exc:
-        raise FsmError(
-            f"{path} has {len(exc.problems)} problem(s), first: {exc.problems[0]} "
-            f"(see: fsm lint {path})"
-        ) from exc
-    return _drawable(definition)
-
-
-def _drawable(definition: Definition) -> Lifecycle:
-    """Callbacks only run when events apply; a drawing needs their names, not their code."""
-
-    def nothing(*_args: object) -> None:
-        return None
-
-    names = {c for t in definition.transitions for c in t.after}
-    return Lifecycle(definition, callbacks=dict.fromkeys(names, nothing))
+        raise FsmError(definition_problems(exc, path)) from exc
+    return drawable(definition)
 
 
 def diagram(
@@ -144,12 +196,29 @@ def diagram(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="write here instead of stdout")
     ] = None,
+    guard: GuardOption = None,
+    guards: GuardsOption = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="annotate with this database's live numbers", show_default=False),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="with --db: count moves in this window (hour, day, 90m, all)"),
+    ] = None,
 ) -> None:
-    """Draw a lifecycle as Mermaid, DOT or SVG."""
+    """Draw a lifecycle as Mermaid, DOT or SVG; with --db, entities per state and moves fired
+    (guards need names only: `--guard NAME`, `--guards MODULE` or the file's companion
+    `NAME.hooks.yaml`)."""
     with reporting():
-        lifecycle = _diagram_source(name_or_file)
+        lifecycle = _diagram_source(name_or_file, _known_names(guard, guards))
+        counts = fired = None
+        if db is not None:
+            counts, fired = _live_numbers(lifecycle, db, since or "all")
+        elif since is not None:
+            raise UsageProblem("--since needs --db (the database whose moves are counted)")
         try:
-            text = render(lifecycle, fmt.value)
+            text = render(lifecycle, fmt.value, counts=counts, fired=fired)
         except DiagramError as exc:
             raise FsmError(str(exc)) from exc
         if output is None:
@@ -157,3 +226,22 @@ def diagram(
             return
         output.write_text(text, encoding="utf-8")
         typer.echo(f"wrote {output}", err=True)
+
+
+def _live_numbers(
+    lifecycle: Lifecycle, db: str, since: str
+) -> tuple[dict[str, int], dict[tuple[str, str, str], int]]:
+    """The web overview's overlay (entities per state, moves fired since) for one lifecycle."""
+    from datetime import UTC, datetime
+
+    from fsm.cli_support import reading
+    from fsm.web.overlay import WindowError, live_overlay, window_seconds
+
+    try:
+        window = window_seconds(since)
+    except WindowError as exc:
+        raise UsageProblem(str(exc)) from None
+    with reading(db) as engine:
+        lifecycles = {**engine.lifecycles, lifecycle.name: lifecycle}
+        overlay = live_overlay(engine.store, lifecycles, lifecycle.name, window, datetime.now(UTC))
+    return overlay.counts, dict(overlay.fired)

@@ -27,9 +27,8 @@ from fsm.cli_support import (
     reading,
     reporting,
 )
-from fsm.config import RunConfig, load_config
-from fsm.definition import load_definition
-from fsm.errors import DefinitionError, FsmError
+from fsm.config import RunConfig, config_lifecycles, load_config
+from fsm.errors import FsmError
 from fsm.logs import configure
 from fsm.runner import run_from_config
 
@@ -93,14 +92,7 @@ def run(
 
 
 def _check_lifecycles(settings: RunConfig) -> None:
-    for path in settings.lifecycles:
-        try:
-            load_definition(path)
-        except DefinitionError as exc:
-            raise FsmError(
-                f"{path} has {len(exc.problems)} problem(s), first: {exc.problems[0]} "
-                f"(see: fsm lint {path})"
-            ) from exc
+    config_lifecycles(settings)  # definitions and their guards, imported: refused before a db
 
 
 def _check_lease_audit(path: Path | None) -> None:

@@ -17,7 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from fsm.documents import DocumentError, read_document
-from fsm.errors import FsmError
+from fsm.errors import DefinitionError, FsmError
+from fsm.hooks import (
+    HookError,
+    HookSpecs,
+    definition_problems,
+    load_lifecycle,
+    parse_specs,
+    resolve,
+)
+from fsm.lifecycle import Lifecycle
+from fsm.validation import PROFILE_NAME
 
 BACKEND_GROUP = "fsm.backends"
 DAY = 86_400.0
@@ -30,7 +40,7 @@ _NUMBERS: dict[str, tuple[float, float, float, bool]] = {
     "max_batches_per_tick": (50, 1, 100_000, True),
     "refresh_scale": (1.0, 1e-6, 1e6, False),
 }
-_KEYS = {"db", "lifecycles", "backends", *_NUMBERS}
+_KEYS = {"db", "lifecycles", "backends", "guards", "callbacks", *_NUMBERS}
 
 
 class ConfigError(FsmError):
@@ -48,6 +58,7 @@ class RunConfig:
     refresh_scale: float = 1.0
     lifecycles: tuple[str, ...] = ()
     backends: tuple[dict[str, Any], ...] = field(default_factory=lambda: ({"kind": "sim"},))
+    hooks: HookSpecs = field(default_factory=HookSpecs)  # guards and callbacks by import path
 
 
 def load_config(path: str | Path | None) -> RunConfig:
@@ -79,9 +90,10 @@ def load_config(path: str | Path | None) -> RunConfig:
         problems.append("lifecycles must be a list of definition files")
         lifecycles = []
     backends = _backends(raw.get("backends", [{"kind": "sim"}]), problems)
+    base = file.parent
+    hooks = parse_specs(raw, "", problems, base)
     if problems:
         raise ConfigError(f"{file}: {'; '.join(problems)}")
-    base = file.parent
     return RunConfig(
         db=db,
         interval=numbers["interval"],
@@ -92,7 +104,26 @@ def load_config(path: str | Path | None) -> RunConfig:
         refresh_scale=numbers["refresh_scale"],
         lifecycles=tuple(str(base / p) for p in lifecycles),
         backends=tuple(backends),
+        hooks=hooks,
     )
+
+
+def config_lifecycles(config: RunConfig) -> list[Lifecycle]:
+    """The config's extra lifecycles, compiled with their guards and callbacks (each file's
+    companion `NAME.hooks.yaml`, then the config's own `guards`/`callbacks` over it)."""
+    try:
+        resolve(config.hooks)  # every name the config gives imports, used or not
+    except HookError as exc:
+        raise ConfigError(str(exc)) from exc
+    lifecycles = []
+    for path in config.lifecycles:
+        try:
+            lifecycles.append(load_lifecycle(path, config.hooks))
+        except DefinitionError as exc:
+            raise ConfigError(definition_problems(exc, Path(path))) from exc
+        except HookError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    return lifecycles
 
 
 def _number(raw: Mapping[str, Any], key: str, problems: list[str]) -> float:
@@ -117,8 +148,20 @@ def _backends(raw: Any, problems: list[str]) -> list[dict[str, Any]]:
         problems.append("backends must be a list of mappings with a 'kind'")
         return []
     kinds = backend_kinds()
+    names: set[str] = set()
     for settings in raw:
         kind = settings["kind"]
+        name = settings.get("name")
+        if name is not None:
+            if not (isinstance(name, str) and PROFILE_NAME.match(name)):
+                problems.append(
+                    f"backend {kind!r}: name must be letters, digits, '_', '.', '-' "
+                    "(1 to 100, starting alphanumeric)"
+                )
+            elif name in names:
+                problems.append(f"two backends are named {name!r}")
+            names.add(str(name))
+        settings = {k: v for k, v in settings.items() if k != "name"}  # the profile, not theirs
         if kind not in kinds:
             problems.append(f"unknown backend kind {kind!r}; installed: {sorted(kinds) or 'none'}")
             continue

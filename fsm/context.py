@@ -35,4 +35,14 @@ def time_limit_exceeded(ctx: EventContext) -> bool:
     return ctx.deadline_at is not None and ctx.observed_at >= ctx.deadline_at
 
 
-BUILTIN_GUARDS: dict[str, Guard] = {"time_limit_exceeded": time_limit_exceeded}
+def current_operation(ctx: EventContext) -> bool:
+    """The event's `operation` is the one the entity's current command recorded in its data
+    (a late result of an older operation must not move a host)."""
+    operation = ctx.payload.get("operation")
+    return operation is not None and operation == ctx.data.get("operation")
+
+
+BUILTIN_GUARDS: dict[str, Guard] = {
+    "time_limit_exceeded": time_limit_exceeded,
+    "current_operation": current_operation,
+}

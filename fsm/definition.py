@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fsm.cascade import parent_events
 from fsm.documents import DocumentError, read_document
 from fsm.errors import DefinitionError
 
 ANY_STATE = "*"
 SAME_STATE = "="  # as a destination: stay where you are (an observation that changes nothing)
 DEFAULT_TIME_LIMIT_EVENT = "time_limit"
-BUILTIN_GUARDS = frozenset({"time_limit_exceeded"})
+BUILTIN_GUARDS = frozenset({"time_limit_exceeded", "current_operation"})
 MAX_SECONDS = 10 * 365 * 24 * 3600.0  # longer limits or intervals are mistakes, and overflow
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,199}$")
@@ -28,7 +29,7 @@ _TRIGGER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
 _RESERVED_TRIGGERS = frozenset({"state", "trigger", "machine"})
 _STATE_KEYS = frozenset({"name", "initial", "terminal", "time_limit", "on_time_limit", "refresh"})
 _TRANSITION_KEYS = frozenset({"trigger", "source", "dest", "guards", "unless", "after"})
-_TOP_KEYS = frozenset({"name", "description", "states", "transitions"})
+_TOP_KEYS = frozenset({"name", "description", "states", "transitions", "parent_events"})
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 2, 60, 60, 4, 4
 
@@ -65,6 +66,8 @@ class Definition:
     states: tuple[StateSpec, ...]
     transitions: tuple[TransitionSpec, ...]
     description: str = ""
+    #: (terminal state, the event its parent gets in the same transaction): see fsm.cascade
+    parent_events: tuple[tuple[str, str], ...] = ()
 
     @property
     def initial(self) -> str:
@@ -110,7 +113,8 @@ class Definition:
                 if getattr(t, key):
                     item[key] = list(getattr(t, key))
             transitions.append(item)
-        return {"name": self.name, "states": states, "transitions": transitions}
+        body = {"name": self.name, "states": states, "transitions": transitions}
+        return {**body, "parent_events": dict(self.parent_events)} if self.parent_events else body
 
     @property
     def version(self) -> str:
@@ -170,9 +174,10 @@ class _Parser:
         transitions = self._transitions(raw.get("transitions"), states)
         if states:
             self._check_graph(states, transitions)
+        parents = parent_events(raw.get("parent_events"), states, self.problem)
         if self.problems:
             raise DefinitionError(name, self.problems)
-        return Definition(name, tuple(states.values()), tuple(transitions), description)
+        return Definition(name, tuple(states.values()), tuple(transitions), description, parents)
 
     # -- states --------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from fsm.clock import Clock, utc_now
 from fsm.context import EventContext
 from fsm.definition import MAX_SECONDS
 from fsm.errors import CallbackError, InvalidEvent, InvalidInput, UnknownLifecycle
-from fsm.events import BatchResult, Event, NewEntity, Outcome
+from fsm.events import BatchResult, Event, GuardsHeld, NewEntity, Outcome
 from fsm.lifecycle import HookFailed, Lifecycle
 from fsm.lifecycles import builtin_lifecycles
 from fsm.reading import EngineReads
@@ -130,10 +130,12 @@ class Engine(EngineReads):
         *,
         id: str | None = None,
         parent_id: str | None = None,
+        profile: str | None = None,
     ) -> EntityRow:
-        """Create one entity in its lifecycle's initial state."""
+        """Create one entity in its lifecycle's initial state (driven by backend `profile`,
+        or by its lifecycle's default backend)."""
         return self.create_many(
-            [NewEntity(lifecycle, {} if data is None else data, id, parent_id)]
+            [NewEntity(lifecycle, {} if data is None else data, id, parent_id, profile)]
         )[0]
 
     def create_many(self, items: Iterable[NewEntity]) -> list[EntityRow]:
@@ -177,6 +179,7 @@ class Engine(EngineReads):
             entity_id = item.id if item.id is not None else uuid.uuid4().hex
             validation.text(entity_id, "entity id")
             validation.optional_text(item.parent_id, "parent_id")
+            validation.profile_name(item.profile)
             state = lifecycle.initial
             rows.append(
                 EntityRow(
@@ -194,6 +197,7 @@ class Engine(EngineReads):
                     updated_at=now,
                     data=data,
                     parent_id=item.parent_id,
+                    profile=item.profile,
                 )
             )
         return rows, used
@@ -266,7 +270,7 @@ class Engine(EngineReads):
         if batch.transitions:
             self._publish(batch.transitions)
 
-    def _step(self, head: Head, event: Event, now: datetime) -> TransitionRow | None:
+    def _step(self, head: Head, event: Event, now: datetime) -> TransitionRow | GuardsHeld | None:
         """Decide and stage one checked event on `head`; raise (leaving `head` untouched) if it
         fails."""
         row = head.row
@@ -298,6 +302,8 @@ class Engine(EngineReads):
         try:
             chosen = lifecycle.choose(state, event.name, context)
             dest = state if chosen is None else chosen.dest
+            if chosen is None:  # allowed, but held by its guards: say which
+                held = GuardsHeld(lifecycle.held_by(state, event.name, context()))
             if chosen is not None and chosen.callbacks and dest != state:
                 ctx = context()
                 for name, callback in chosen.callbacks:
@@ -311,7 +317,7 @@ class Engine(EngineReads):
         if event.data and head.merge(event.data) and dest == state:
             head.version += 1
         if dest == state:
-            return None
+            return None if chosen is not None else held
         entered = observed if observed > head.entered_at else head.entered_at
         head.seq += 1
         head.version += 1

@@ -33,16 +33,28 @@ class NewEntity(NamedTuple):
     data: Mapping[str, Any] | None = None
     id: str | None = None
     parent_id: str | None = None
+    profile: str | None = None  # a backend profile of the run config (`backends: [{name: ...}]`)
+
+
+class GuardsHeld(NamedTuple):
+    """The event is allowed in the entity's state, but these guards were false: nothing moved."""
+
+    guards: tuple[str, ...]
 
 
 class Outcome(NamedTuple):
-    """What one event did: the transition it recorded (None if the state was kept) or its error."""
+    """What one event did: the transition it recorded (None if the state was kept) or its error.
+
+    `held` names the guards that were false when the event was allowed but no transition's
+    guards held (`not NAME` for an `unless` that was true): the state was kept, visibly.
+    """
 
     event: Event
     state: str | None = None
     version: int | None = None
     transition: TransitionRow | None = None
     error: Exception | None = None
+    held: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -123,6 +123,7 @@ class Lifecycle:
                 )
         self._table = self._compile()
         self.terminal = definition.terminal_states
+        self.parent_events: dict[str, str] = dict(definition.parent_events)
         self.states = {s.name: s for s in definition.states}
         self.allowed: dict[str, tuple[str, ...]] = {
             state: tuple(sorted(trig for trig, by_src in self._table.items() if state in by_src))
@@ -193,6 +194,18 @@ class Lifecycle:
             if all(_check(name, guard, ctx) is want for name, guard, want in candidate.checks):
                 return candidate
         return None
+
+    def held_by(self, state: str, trigger: str, ctx: EventContext) -> tuple[str, ...]:
+        """The guards that kept every candidate from firing (`not NAME` for an `unless`), in
+        definition order: what an outcome shows for an event that was allowed but held."""
+        names: list[str] = []
+        for candidate in self.candidates(state, trigger) or ():
+            for name, guard, want in candidate.checks:
+                if _check(name, guard, ctx) is not want:
+                    shown = name if want else f"not {name}"
+                    if shown not in names:
+                        names.append(shown)
+        return tuple(names)
 
     def reference_next_state(self, state: str, trigger: str, ctx: EventContext) -> str | None:
         """Run `transitions` itself on a cursor model; None if the trigger is not allowed.

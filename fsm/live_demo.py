@@ -77,6 +77,7 @@ class LiveReport:
     featured: str
     seconds: float
     diagram_files: list[Path] = field(default_factory=list)
+    no_svg: str | None = None  # why there is no SVG diagram (Graphviz's `dot` is optional)
     ids: dict[str, str] = field(default_factory=dict)
 
 
@@ -135,6 +136,7 @@ def run(url: str, console: Console, *, seconds: float = 30.0) -> LiveReport:
     )
     worker = Worker(engine, [backend], settings=WorkerSettings(lease_seconds=10))
     ids: dict[str, str] = {}
+    web = _web_view(url, console)
     try:
         for service in SERVICES:
             entity = engine.create(
@@ -182,9 +184,11 @@ def run(url: str, console: Console, *, seconds: float = 30.0) -> LiveReport:
             engine.subscribe(narrate)
             runner.run()
         report = LiveReport(url, ids["flappy"], time.monotonic() - started, ids=ids)
-        report.diagram_files = _annotated_diagrams(engine, base)
+        report.diagram_files, report.no_svg = _annotated_diagrams(engine, base)
         return report
     finally:
+        if web is not None:
+            web.stop()
         for entity_id in ids.values():  # nothing outlives the demo
             entity = engine.get(entity_id)
             if not entity.terminal:
@@ -196,6 +200,21 @@ def run(url: str, console: Console, *, seconds: float = 30.0) -> LiveReport:
         engine.close()
 
 
+def _web_view(url: str, console: Console) -> Any:
+    """`fsm serve` on the demo's database while it runs (skipped without the web extra)."""
+    try:
+        from fsm.web.background import serve_in_background
+    except ImportError:
+        return None
+    try:
+        view = serve_in_background(url)
+    except OSError as exc:
+        log.warning("no web view: %s", exc)
+        return None
+    console.print(f"web view of this demo, live while it runs: {view.address}/")
+    return view
+
+
 def _plain(t: TransitionRow, ids: dict[str, str]) -> str:
     names = {v: k for k, v in ids.items()}
     return (
@@ -204,9 +223,9 @@ def _plain(t: TransitionRow, ids: dict[str, str]) -> str:
     )
 
 
-def _annotated_diagrams(engine: Engine, folder: Path) -> list[Path]:
+def _annotated_diagrams(engine: Engine, folder: Path) -> tuple[list[Path], str | None]:
     """The service lifecycle with how many services ended in each state and how often each
-    transition fired in this run."""
+    transition fired in this run; and why there is no SVG, when there is none."""
     counts = Counter({c.state: c.total for c in engine.counts() if c.lifecycle == "service"})
     fired: Counter[tuple[str, str, str]] = Counter()
     for entity in engine.list_entities(lifecycle="service"):
@@ -223,4 +242,5 @@ def _annotated_diagrams(engine: Engine, folder: Path) -> list[Path]:
         written.append(svg)
     except Exception as exc:  # Graphviz's `dot` is optional for the demo
         log.info("no SVG diagram: %s", exc)
-    return written
+        return written, str(exc)
+    return written, None

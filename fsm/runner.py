@@ -19,11 +19,10 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import make_url
 
-from fsm.config import RunConfig, make_backend
-from fsm.definition import load_definition
+from fsm.config import RunConfig, config_lifecycles
 from fsm.engine import Engine
-from fsm.lifecycle import Lifecycle
 from fsm.metrics import Metrics
+from fsm.routing import routes_for
 from fsm.worker import (
     FanOut,
     LeaseAudit,
@@ -231,12 +230,13 @@ def run_from_config(
     lease_audit: Path | None = None,
 ) -> int:
     """Everything `fsm run` does after parsing its arguments."""
-    backends = [make_backend(dict(b)) for b in config.backends]  # refused before a db exists
+    backends = routes_for(config).for_worker()  # refused before a db exists; profiles
+    lifecycles = config_lifecycles(config)  # and their guards: refused before a db exists
     engine = Engine(db or config.db, refresh_scale=config.refresh_scale)
     closing = [engine.close]
     try:
-        for path in config.lifecycles:
-            engine.register(Lifecycle(load_definition(path)))
+        for lifecycle in lifecycles:
+            engine.register(lifecycle)
         metrics = Metrics(engine) if metrics_port is not None else None
         listeners: list[WorkerListener] = [m for m in (metrics,) if m is not None]
         if lease_audit is not None:

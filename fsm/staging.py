@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from fsm import validation
+from fsm import cascade, validation
 from fsm.errors import FsmError, InvalidInput
-from fsm.events import Event, Outcome
+from fsm.events import Event, GuardsHeld, Outcome
 from fsm.redaction import policy
 from storage import (
     EntityNotFound,
@@ -162,7 +162,15 @@ class StagedBatch:
             return Outcome(event, error=exc)
         return self.add_checked(event, checked)
 
-    def add_checked(self, event: Event, checked: Event) -> Outcome:
+    def lock_more(self, entity_id: str) -> Head | None:
+        """Read and lock one more entity in this unit of work (a parent, see fsm.cascade)."""
+        found = self.uow.lock_entities([entity_id])
+        if entity_id not in found:
+            return None
+        self.rows = {**self.rows, **found}
+        return self.head(entity_id)
+
+    def add_checked(self, event: Event, checked: Event, *, depth: int = 0) -> Outcome:
         """Stage an event `check_event` accepted (`event` is what the caller gave)."""
         head = self.head(checked.entity_id)
         if head is None:
@@ -171,8 +179,13 @@ class StagedBatch:
             transition = self.engine._step(head, checked, self.now)
         except (FsmError, VersionConflict) as exc:
             return Outcome(event, head.state, head.version, error=exc)
-        if transition is not None:
-            self.transitions.append(transition)
+        if transition is None:
+            return Outcome(event, head.state, head.version)
+        if isinstance(transition, GuardsHeld):
+            return Outcome(event, head.state, head.version, held=transition.guards)
+        self.transitions.append(transition)
+        if head.terminal and head.row.parent_id is not None:  # a child finished: its parent
+            cascade.after_transition(self, head, transition, depth)
         return Outcome(event, head.state, head.version, transition)
 
     def merge_data(self, entity_id: str, data: Mapping[str, Any]) -> bool:

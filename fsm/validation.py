@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "json_mapping",
     "json_value",
     "optional_text",
+    "profile_name",
     "seconds",
     "text",
 ]
@@ -88,6 +90,20 @@ def text(value: object, field: str, *, max_length: int = MAX_TEXT, empty: bool =
 
 def optional_text(value: object, field: str, *, max_length: int = MAX_TEXT) -> str | None:
     return None if value is None else text(value, field, max_length=max_length)
+
+
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+"""A backend profile's name: what `backends: [{name: ...}]` accepts and `entity.profile` holds."""
+
+
+def profile_name(value: object, field: str = "profile") -> str | None:
+    """None (the lifecycle's default backend) or a profile name of at most 100 characters."""
+    if value is None:
+        return None
+    name = text(value, field, max_length=100)
+    if not PROFILE_NAME.match(name):
+        raise InvalidInput(field, "must be letters, digits, '_', '.', '-' (starting alphanumeric)")
+    return name
 
 
 def finite_number(

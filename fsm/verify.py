@@ -44,12 +44,17 @@ def _rules(body: Mapping[str, Any]) -> _Rules:
     return _Rules(initial, terminal, frozenset(moves))
 
 
-def verify_store(store: Store, lifecycles: Mapping[str, Lifecycle]) -> list[Violation]:
-    """Check invariants 1-4 of DESIGN.md for every entity, page by page."""
+def rule_book(store: Store, lifecycles: Mapping[str, Lifecycle]) -> dict[tuple[str, str], _Rules]:
+    """The rules of every definition version stored or registered, by (name, version)."""
     bodies = store.definitions()
     for lc in lifecycles.values():
         bodies.setdefault((lc.name, lc.version), lc.definition.to_dict())
-    rules = {key: _rules(body) for key, body in bodies.items()}
+    return {key: _rules(body) for key, body in bodies.items()}
+
+
+def verify_store(store: Store, lifecycles: Mapping[str, Lifecycle]) -> list[Violation]:
+    """Check invariants 1-4 of DESIGN.md for every entity, page by page."""
+    rules = rule_book(store, lifecycles)
     violations: list[Violation] = []
     after: str | None = None
     while True:

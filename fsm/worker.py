@@ -21,6 +21,7 @@ from fsm.errors import FsmError, InvalidInput
 from fsm.events import Event, Outcome
 from fsm.observation import FailureKind, Observation
 from fsm.staging import StagedBatch
+from fsm.supervision import supervise
 from fsm.worker_base import log
 from fsm.worker_calls import BackendBusy, BoundedCalls, CallTimedOut, PendingCall
 from fsm.worker_commands import AlreadyDone, CommandMixin
@@ -252,7 +253,10 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
     def _apply_observation(
         self, batch: StagedBatch, observation: Observation, now: datetime, stats: TickStats
     ) -> None:
-        source = self.routes[batch.rows[observation.entity_id].lifecycle].name
+        row = batch.rows[observation.entity_id]
+        backend = self.routes[row.lifecycle]
+        source_for = getattr(backend, "source_for", None)  # a profile router: the entity's own
+        source = source_for(row) if source_for is not None else backend.name
         if not observation.events and observation.data:
             try:
                 batch.merge_data(observation.entity_id, observation.data)
@@ -309,12 +313,14 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
 
     def tick(self) -> TickStats:
         """Commands first (a due stop wins over a refresh), then refresh, then deadlines, then
-        the releases the ends of this tick asked for."""
+        the releases the ends of this tick asked for, then supervision (what ended and was
+        released is replaced in the same tick)."""
         stats = TickStats()
         stats.commands = self.run_commands()
         stats.add(self.refresh())
         stats.timeouts += self.fire_timeouts()
         stats.releases = self.run_releases()
+        supervise(self)
         return stats
 
     def open_work(self) -> int:

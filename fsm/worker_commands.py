@@ -10,7 +10,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from fsm import children as fsm_children
 from fsm import validation
+from fsm.children import Child
 from fsm.errors import FsmError, InvalidEvent
 from fsm.events import Event, Outcome
 from fsm.secret_refs import resolve_secrets, storable_arguments
@@ -115,6 +117,7 @@ class CommandMixin(WorkerBase):
         data: Mapping[str, Any] | None = None
         events: tuple[str, ...] = (command,)
         payload: Mapping[str, Any] = arguments
+        children: tuple[Child, ...] = ()
         if backend is not None:
             # secret references resolve only here, in memory; the payload keeps the reference
             result = self.calls.call(
@@ -131,7 +134,9 @@ class CommandMixin(WorkerBase):
             data = result.data
             events = result.events if result.events is not None else events
             payload = {**arguments, **(result.payload or {})}
+            children = fsm_children.of(result)
         with engine.store.transaction() as uow:
+            fsm_children.create(engine, uow, children)  # with the command's transition
             batch = engine.stage(uow, uow.lock_entities([entity_id]))
             if not events and data:
                 batch.merge_data(entity_id, data)
@@ -141,6 +146,9 @@ class CommandMixin(WorkerBase):
                 )
                 for i, name in enumerate(events)
             ]
+            refused = [o.error for o in outcomes if o.error is not None]
+            if children and refused:
+                raise refused[0]  # no child without the transition that brought it in
             batch.flush()
             self._request_releases(uow, batch.transitions, now)
             if scheduled_id is not None:
@@ -151,6 +159,7 @@ class CommandMixin(WorkerBase):
         for outcome in outcomes:
             if outcome.error is not None:
                 raise outcome.error
+        fsm_children.start(self, engine, children, source)  # e.g. send the operation
         return outcomes
 
     def _check_command(self, entity: EntityRow, command: str) -> bool:

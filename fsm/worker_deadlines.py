@@ -2,7 +2,8 @@
 
 Most time limits of entities a backend drives fire in the refresh, right after the look the rule
 asks for (`fsm.deadline_rule`). This pass covers the rest: entities no backend of this worker
-drives (timed out on the clock alone), limits whose look already succeeded, and entities whose
+drives (timed out on the clock alone — unless something observed them: another worker's backend
+drives those, and they wait for the bound), limits whose look already succeeded, and entities whose
 next look was scheduled (by another path) later than any backoff of the worker: made due now.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from fsm.deadline_rule import may_fire
 from fsm.worker_base import WorkerBase
 from storage import queue
 
@@ -29,7 +31,16 @@ class DeadlineMixin(WorkerBase):
                 assert row.deadline_at is not None
                 routed = row.lifecycle in self.routes
                 observed = row.last_observed_at
-                if not routed or (observed is not None and observed >= row.deadline_at):
+                if observed is not None and observed >= row.deadline_at:
+                    fire.append(row)
+                    continue
+                if not routed and may_fire(  # another worker observes it: wait for the bound
+                    now=now,
+                    deadline_at=row.deadline_at,
+                    state_entered_at=row.state_entered_at,
+                    last_observed_at=observed,
+                    routed=observed is not None,
+                ):
                     fire.append(row)
                     continue
                 if row.next_refresh_at is None or row.next_refresh_at > latest:

@@ -11,8 +11,11 @@
 #   so it works inside containers.
 # - CPUs = `nproc`, SelectType=select/cons_tres with CR_CPU, and the partition OverSubscribe=FORCE:8,
 #   so the tests' few tiny jobs run side by side on a 2-CPU machine instead of queueing.
-# - AccountingStorageType=accounting_storage/none: no slurmdbd/MySQL; the backend then learns
-#   final states from `squeue --states=all` and `scontrol show job` (no sacct).
+# - Accounting through slurmdbd on the machine's MariaDB (127.0.0.1:3306, root, no password;
+#   database slurm_acct_db): sacct knows the final state of a job long after the controller
+#   purged it (MinJobAge), which is how the backend tells a purged job's end. Needs Debian's
+#   slurmdbd; FSM_SLURM_ACCOUNTING=none keeps the old set-up without it (scontrol only).
+# - A second Unix user, fsm-stranger, for the tests: its jobs take our recycled job ids.
 # - MinJobAge keeps Slurm's default of 300 s: finished jobs stay visible to squeue for five
 #   minutes, as on real clusters, which is what the backend relies on without accounting.
 # - KillWait=5 (default 30): a job past its time limit is killed 5 s after SIGTERM, so the
@@ -22,6 +25,8 @@ set -euo pipefail
 
 conf_dir=/etc/slurm
 conf="$conf_dir/slurm.conf"
+dbd_conf="$conf_dir/slurmdbd.conf"
+accounting="${FSM_SLURM_ACCOUNTING:-slurmdbd}"
 marker="# written by fsm scripts/slurm-up.sh"
 log_dir=/var/log/slurm
 state_dir=/var/lib/slurm
@@ -29,6 +34,9 @@ say() { echo "slurm-up: $*"; }
 die() { echo "slurm-up: error: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (it writes $conf and starts daemons)"
+if [ "$accounting" = slurmdbd ] && ! { command -v slurmdbd >/dev/null 2>&1 || [ -x /usr/sbin/slurmdbd ]; }; then
+    die "slurmdbd is missing; install it with: apt-get install -y slurmdbd (or FSM_SLURM_ACCOUNTING=none)"
+fi
 for tool in slurmctld slurmd sinfo scontrol munged mungekey; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] ||
         die "$tool is missing; install it with: apt-get install -y slurm-wlm munge"
@@ -58,7 +66,11 @@ JobAcctGatherType=jobacct_gather/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
-AccountingStorageType=accounting_storage/none
+$(if [ "$accounting" = slurmdbd ]; then
+    printf 'AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost'
+else
+    printf 'AccountingStorageType=accounting_storage/none'
+fi)
 ReturnToService=2
 KillWait=5
 StateSaveLocation=$state_dir/slurmctld
@@ -80,6 +92,9 @@ EOF
         changed=1
     fi
 fi
+
+# the stranger: a second user whose jobs may take the ids ours had (tests/test_slurm_cluster_ids)
+id fsm-stranger >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin fsm-stranger
 
 # munge: a key (made once), and the daemon running as user munge
 if [ ! -s /etc/munge/munge.key ]; then
@@ -104,8 +119,38 @@ else
 fi
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+if [ "$accounting" = slurmdbd ]; then
+    mysql_ok() { mysql -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' >/dev/null 2>&1; }
+    mysql_ok || die "MariaDB does not answer on 127.0.0.1:3306 (user root, no password); slurmdbd needs it"
+    mysql -h 127.0.0.1 -P 3306 -u root -e 'CREATE DATABASE IF NOT EXISTS slurm_acct_db'
+    new=$(mktemp)
+    printf '%s\n' "$marker" AuthType=auth/munge DbdHost=localhost SlurmUser=root \
+        PidFile=/run/slurmdbd.pid "LogFile=$log_dir/slurmdbd.log" \
+        StorageType=accounting_storage/mysql StorageHost=127.0.0.1 StoragePort=3306 \
+        StorageUser=root StorageLoc=slurm_acct_db >"$new"
+    if ! cmp -s "$new" "$dbd_conf"; then
+        install -m 0600 "$new" "$dbd_conf"
+        say "wrote $dbd_conf (MariaDB 127.0.0.1:3306, database slurm_acct_db)"
+        if alive /run/slurmdbd.pid; then kill "$(cat /run/slurmdbd.pid)"; sleep 1; fi
+    fi
+    rm -f "$new"
+    if alive /run/slurmdbd.pid; then
+        say "slurmdbd is running (pid $(cat /run/slurmdbd.pid))"
+    else
+        slurmdbd || die "slurmdbd did not start; see $log_dir/slurmdbd.log"
+        say "started slurmdbd"
+    fi
+    for _ in $(seq 1 40); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 0.25; done
+    sacctmgr -n list cluster format=cluster 2>/dev/null | grep -qw fsm ||
+        sacctmgr -i add cluster fsm >/dev/null || die "sacctmgr could not add cluster fsm"
+fi
+
 if alive /run/slurmctld.pid && [ -n "${changed:-}" ]; then
-    scontrol reconfigure && say "slurmctld re-read $conf"
+    # the accounting storage type cannot change on a running controller: restart it
+    kill "$(cat /run/slurmctld.pid)"
+    for _ in $(seq 1 40); do alive /run/slurmctld.pid || break; sleep 0.25; done
+    say "stopped slurmctld to re-read $conf"
 fi
 if alive /run/slurmctld.pid; then
     say "slurmctld is running (pid $(cat /run/slurmctld.pid))"
@@ -133,5 +178,9 @@ while :; do
     fi
     sleep 0.5
 done
+if [ "$accounting" = slurmdbd ]; then
+    sacct -n -X -S now-1minutes -o JobID >/dev/null 2>&1 || die "sacct does not answer (slurmdbd)"
+    say "accounting: slurmdbd on MariaDB; sacct answers"
+fi
 say "node $host is $state; sinfo:"
 sinfo

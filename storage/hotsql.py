@@ -93,6 +93,7 @@ class HotSql:
             c.json_in(values[15]),
             values[16],
             t(values[17]),
+            values[18],
         )
 
     def entity_params(self, row: EntityRow) -> tuple[Any, ...]:
@@ -116,6 +117,7 @@ class HotSql:
             self.codec.json_out(row.data),
             row.parent_id,
             out(row.last_observed_at),
+            row.profile,
         )
 
     def transition_params(self, t: TransitionRow) -> tuple[Any, ...]:

@@ -31,6 +31,7 @@ class EntityRow(NamedTuple):
     data: dict[str, Any] = {}
     parent_id: str | None = None
     last_observed_at: datetime | None = None
+    profile: str | None = None  # the named backend that drives it; None: the lifecycle's default
 
 
 class TransitionRow(NamedTuple):

@@ -40,6 +40,21 @@ class EntityTable(SQLModel, table=True):
         Index("ix_entity_lifecycle_state", "lifecycle", "state"),
         Index("ix_entity_next_refresh_at", "next_refresh_at"),
         Index("ix_entity_deadline_at", "deadline_at"),
+        # migration 0005: the web view's keyset pages and overview counts
+        Index("ix_entity_updated_at_id", "updated_at", "id"),
+        Index("ix_entity_created_at_id", "created_at", "id"),
+        Index("ix_entity_state_entered_at_id", "state_entered_at", "id"),
+        Index("ix_entity_lifecycle_state_id", "lifecycle", "state", "id"),
+        Index("ix_entity_lease_owner", "lease_owner"),
+        Index(
+            "ix_entity_attention",
+            "lifecycle",
+            "state",
+            "terminal",
+            "observation_failures",
+            "deadline_at",
+            "next_refresh_at",
+        ),
     )
 
     id: str = Field(primary_key=True, max_length=200)
@@ -61,6 +76,7 @@ class EntityTable(SQLModel, table=True):
     parent_id: str | None = Field(default=None, foreign_key="entity.id", index=True)
     #: when an observation of it last succeeded (the deadline rule waits for one after a limit)
     last_observed_at: datetime | None = _time(nullable=True)
+    profile: str | None = Field(default=None, max_length=100)
 
 
 class TransitionTable(SQLModel, table=True):
@@ -70,6 +86,15 @@ class TransitionTable(SQLModel, table=True):
     __table_args__ = (
         PrimaryKeyConstraint("entity_id", "seq"),
         Index("ix_transition_recorded_at", "recorded_at"),
+        # migration 0005: moves fired in a window, from the index alone
+        Index(
+            "ix_transition_moves",
+            "recorded_at",
+            "definition_version",
+            "event",
+            "from_state",
+            "to_state",
+        ),
     )
 
     entity_id: str = Field(foreign_key="entity.id", max_length=200)

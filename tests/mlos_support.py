@@ -82,8 +82,25 @@ def composite(service: Service, vm: str) -> Environment:
     return CompositeEnv(name="bench", config=config, tunables=TunableGroups(), service=service)
 
 
+#: a host command is confirmed by the listing (`running`, ...) or, whichever the worker sees
+#: first, by its operation's success in the commit that records it (fsm.cascade): one fact
+CONFIRMED_BY = {
+    "RUNNING": "running",
+    "STOPPED": "stopped",
+    "DEALLOCATED": "deallocated",
+    "DEPROVISIONED": "deleted",
+}
+
+
+def confirmed(event: str, to_state: str) -> str:
+    """The observation an `operation_succeeded` stands for."""
+    return CONFIRMED_BY[to_state] if event == "operation_succeeded" else event
+
+
 def events(engine: Engine, entity_id: str) -> list[tuple[str, str, str]]:
-    return [(t.event, t.to_state, t.source) for t in engine.history(entity_id)]
+    return [
+        (confirmed(t.event, t.to_state), t.to_state, t.source) for t in engine.history(entity_id)
+    ]
 
 
 CONFIG_DIR = Path(mlos_bench.__file__).parent / "config"  # the shipped configs, not copies

@@ -80,7 +80,7 @@ def cluster_problem() -> str | None:
     except subprocess.TimeoutExpired:
         return "sinfo did not answer in 20 s"
     states = done.stdout.split()
-    usable = any(s.rstrip("*~#") in ("idle", "mixed", "allocated") for s in states)
+    usable = any(s.rstrip("*~#") in ("idle", "mixed", "allocated", "completing") for s in states)
     if done.returncode != 0 or not usable:
         said = done.stdout.strip() or done.stderr.strip()
         return f"no usable Slurm node (sinfo: {said}); run scripts/slurm-up.sh"

@@ -53,10 +53,19 @@ def test_provision_over_tls_reaches_running(any_db_rig: Rig) -> None:
     assert rig.wait(ticket) is Progress.SUCCEEDED
     op = rig.engine.get(ticket.operation_id)
     assert (rig.state(host.id), op.state, op.parent_id) == ("RUNNING", "SUCCEEDED", host.id)
-    assert [(t.from_state, t.to_state, t.event, t.source) for t in rig.engine.history(host.id)] == [
-        ("NEW", "PROVISIONING", "provision", "user"),
-        ("PROVISIONING", "RUNNING", "running", "azure"),
-    ]
+    first, confirmed = rig.engine.history(host.id)
+    assert (first.from_state, first.to_state, first.event, first.source) == (
+        "NEW",
+        "PROVISIONING",
+        "provision",
+        "user",
+    )
+    # the listing shows it running, or the operation's success confirms it in the commit
+    # that records the success (fsm.cascade): whichever the worker saw first
+    assert (confirmed.to_state, confirmed.source) == ("RUNNING", "azure")
+    assert confirmed.event in ("running", "operation_succeeded")
+    if confirmed.event == "operation_succeeded":
+        assert confirmed.recorded_at == rig.engine.history(op.id)[-1].recorded_at
     assert [(t.to_state, t.event) for t in rig.engine.history(op.id)] == [
         ("RUNNING", "start"),
         ("SUCCEEDED", "succeed"),
@@ -97,7 +106,8 @@ def test_power_cycle_and_real_delete(any_db_rig: Rig) -> None:
     assert rig.arm.world.vms == {}
     assert rig.engine.get(host).terminal
     events = [t.event for t in rig.engine.history(host)]
-    assert events[-2:] == ["deprovision", "deleted"]
+    # confirmed by the delete operation's success (in its commit) or by the observation
+    assert events[-2] == "deprovision" and events[-1] in ("operation_succeeded", "deleted")
     ops = rig.engine.list_entities(lifecycle="operation", parent_id=host)
     assert len(ops) == 1 + len(steps) and {o.state for o in ops} == {"SUCCEEDED"}
     assert rig.engine.verify() == []
@@ -195,9 +205,10 @@ def test_failed_provisioning_fails_operation_and_host(rig: Rig) -> None:
     rig.tick_until(lambda: rig.state(host.id) == "FAILED")
     # recorded from the failed operation, or from the listing (ProvisioningState/failed)
     last = rig.engine.history(host.id)[-1]
-    assert last.event == "failed" and last.payload in (
-        {"operation": op.id, "operation_state": "FAILED"},
-        {"provisioning": "failed", "power": None},
+    cascade = {"child": op.id, "child_lifecycle": "operation", "child_state": "FAILED"}
+    assert (last.event, last.payload) in (
+        ("operation_failed", {**cascade, "operation": op.id}),  # in the operation's commit
+        ("failed", {"provisioning": "failed", "power": None}),
     )
     [seen] = rig.backend.observe([rig.engine.get(host.id)], datetime.now(UTC))
     assert seen.payload == {"provisioning": "failed", "power": None} and seen.events == ()
@@ -212,7 +223,8 @@ def test_canceled_operation(rig: Rig) -> None:
     # the host does not wait in DEALLOCATING for its time limit: the command failed, and the
     # listing then shows where the VM really is
     rig.tick_until(lambda: rig.state(host) == "RUNNING")
-    assert [t.event for t in rig.engine.history(host)][-3:] == ["deallocate", "failed", "running"]
+    events = [t.event for t in rig.engine.history(host)][-3:]
+    assert events == ["deallocate", "operation_failed", "running"]
 
 
 def test_vm_deleted_behind_our_back_is_deprovisioned(rig: Rig) -> None:
@@ -295,8 +307,17 @@ def test_config_for_fsm_run(arm: FakeArm, monkeypatch: pytest.MonkeyPatch) -> No
         AzureSettings.from_config({"subscription_id": SUBSCRIPTION, "client_secret": "x"})
 
 
-def test_host_command_without_operation_is_refused(rig: Rig) -> None:
+def test_host_command_without_operation_brings_its_operation(rig: Rig) -> None:
+    """A host command on its own (as a scheduled one runs) creates its operation with its
+    transition (fsm.children); an operation that cannot be sent (no VM spec) is recorded
+    FAILED, which fails the host in the same commit, and nothing reaches ARM."""
     host = rig.host("vm9")
-    with pytest.raises(Exception, match="operation entity"):
-        rig.worker.command(host.id, "provision")
-    assert rig.state(host.id) == "NEW"
+    rig.worker.command(host.id, "provision")
+    [op] = rig.engine.list_entities(lifecycle="operation", parent_id=host.id)
+    assert (op.state, op.data["command"]) == ("FAILED", "provision")
+    assert "needs a VM spec" in op.data["error"]
+    assert rig.state(host.id) == "FAILED"
+    events = [(t.event, t.payload.get("operation")) for t in rig.engine.history(host.id)]
+    assert events == [("provision", op.id), ("operation_failed", op.id)]
+    assert rig.arm.world.count("PUT", r"/virtualMachines/vm9$") == 0
+    assert rig.engine.verify() == []

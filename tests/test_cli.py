@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from fsm import BUILTIN_NAMES, Definition, DefinitionError, Engine, ManualClock, builtin_definition
 from fsm.cli import app, main
 from fsm.definition import SAME_STATE
+from fsm.diagram_moves import families as diagram_families
 from fsm.lifecycles import builtin_lifecycles
 
 runner = CliRunner()
@@ -95,7 +96,7 @@ def test_machines_table_is_plain_when_not_a_terminal() -> None:
     assert code == 0
     assert "╭" not in out and "\x1b[" not in out
     lines = out.splitlines()
-    assert lines[0].split() == ["NAME", "VERSION", "STATES", "TERMINAL", "TIME", "LIMITS"]
+    assert lines[0].split() == ["NAME", "VERSION", "SOURCE", "STATES", "TERMINAL", "TIME", "LIMITS"]
     assert [line.split()[0] for line in lines[1:]] == list(BUILTIN_NAMES)
     assert all(line == line.rstrip() for line in lines)
 
@@ -200,13 +201,28 @@ def test_diagram_edges_are_exactly_the_definitions_moves() -> None:
         assert code == 0
         _, edges = parse_mermaid(out)
         drawn = {e for e in edges if "[*]" not in e}
+        live = {s.name for s in lifecycle.definition.states if not s.terminal}
+        # a move from every live state is one line in its destination, not an edge from each
+        from_any = [
+            t for t in lifecycle.definition.transitions if len(live) >= 4 and set(t.sources) == live
+        ]
+        # three or more moves out of one state named after their destinations: one line there
+        family = {t for ts in diagram_families(lifecycle).values() for t in ts}
+        for t in family:
+            assert t.trigger.endswith("_" + t.dest.lower())
+            line = re.search(rf"{t.sources[0]}<br>[^\"]*_<state> → [^\"]*\b{t.dest}\b", out)
+            assert line, (name, t)
+        assert bool(family) == (name == "host"), name
         moves = {
             (s, t.dest)
             for t in lifecycle.definition.transitions
             for s in t.sources
-            if t.dest not in (SAME_STATE, s)
+            if t.dest not in (SAME_STATE, s) and t not in from_any and t not in family
         }
         assert drawn == moves, name
+        for t in from_any:
+            assert re.search(rf"{t.dest}<br>.*from any live state: [^\"]*\b{t.trigger}\b", out)
+        assert bool(from_any) == (name in ("service", "host")), name
 
 
 def test_diagram_of_a_file_and_to_a_file(tmp_path: Path) -> None:
@@ -412,6 +428,7 @@ def test_status_json_and_filters(engine: Engine, clock: ManualClock, db_url: str
         "counts": [{"lifecycle": "service", "state": "HEALTHY", "count": 1, "terminal": False}],
         "pending_releases": 0,
         "oldest_pending_releases": [],
+        "profiles": [],  # by backend profile: only without filters, and only entities with one
     }
     code, out, _ = run("status", "--db", db_url)
     assert code == 0

@@ -155,6 +155,24 @@ def test_unrouted_entities_time_out_on_the_clock(engine: Engine, clock: ManualCl
     assert engine.get(op).state == "TIMED_OUT"
 
 
+def test_a_worker_without_the_backend_waits_the_bound_for_an_observed_entity(
+    engine: Engine, clock: ManualClock
+) -> None:
+    """On a shared database, a worker that does not drive an entity another worker's backend
+    observes does not time it out on the clock alone: it waits the bound, as the driver would."""
+    truth = Truth()
+    op = engine.create("operation", {"time_limits": {"PENDING": 5}}).id
+    Worker(engine, [truth]).tick()  # the driving worker looked once (then went away)
+    assert engine.get(op).last_observed_at is not None
+    other = Worker(engine, [])  # drives nothing
+    clock.advance(5.5)
+    assert other.fire_timeouts() == 0 and engine.get(op).state == "PENDING"
+    clock.advance(5.0)  # deadline + bound (the limit again) passed
+    assert other.fire_timeouts() == 1
+    assert engine.get(op).state == "TIMED_OUT"
+    assert engine.verify() == []
+
+
 def test_the_next_look_is_never_after_the_deadline(engine: Engine, clock: ManualClock) -> None:
     truth = Truth()
     truth.down = True

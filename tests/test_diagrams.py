@@ -136,7 +136,7 @@ def test_counts_and_fired_moves_are_annotated() -> None:
         "STARTING<br>time limit 10m → time_limit<br>stays on: job_running, ping_failed<br>1 entity"
         in (mermaid)
     )
-    assert "FAILED<br>0 entities" in mermaid
+    assert "FAILED<br>from any live state: job_failed<br>0 entities" in mermaid
     assert f"  STARTING --> HEALTHY: ping_ok {TIMES}3" in mermaid.splitlines()
     dot = render(lifecycle, "dot", counts=counts, fired=fired)
     assert f'STARTING -> HEALTHY [label="ping_ok {TIMES}3" color=blue penwidth=2]' in dot

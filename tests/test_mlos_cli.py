@@ -17,7 +17,16 @@ import pytest
 from fsm import Engine
 from tests.azure_support import TOKEN, require_fake_vms
 from tests.fake_arm import FakeArm
-from tests.mlos_support import APP, HOST, OS, REMOTE, azure_service, run_mlos_bench, scratch_repo
+from tests.mlos_support import (
+    APP,
+    HOST,
+    OS,
+    REMOTE,
+    azure_service,
+    confirmed,
+    run_mlos_bench,
+    scratch_repo,
+)
 
 pytest_plugins = ["tests.azure_fixtures"]  # the fake ARM's fixtures
 
@@ -65,7 +74,7 @@ def _check_history(db: str, key: str, first: list[str]) -> list[str]:
     try:
         host = engine.get(f"{key}#1")
         assert host.state == "DEPROVISIONED"
-        assert [t.event for t in engine.history(host.id)] == [
+        assert [confirmed(t.event, t.to_state) for t in engine.history(host.id)] == [
             *first, "shutdown", "stopped", "deprovision", "deleted",
         ]  # fmt: skip
         ops = engine.list_entities(lifecycle="operation", parent_id=host.id)

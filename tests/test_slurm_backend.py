@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from backends.base import CommandFailed
-from backends.slurm import ScriptError, SlurmBackend, job_tag, submit_service
+from backends.slurm import ScriptError, SlurmBackend, submit_service
 from backends.slurm.blackfish import Service
 from backends.slurm.fake import FakeSlurm
 from fsm import Engine, FsmError, InvalidEvent, ManualClock
@@ -78,9 +80,20 @@ def test_two_hundred_jobs_cost_one_squeue(
     clock.advance(60)
     stats = worker.refresh()
     assert stats.claimed == 200 and stats.backend_calls == 2  # batches of 100
-    assert backend.calls["squeue"] == 2 and backend.cycle_calls == 1
+    assert backend.calls["squeue"] == 2
+    # the jobs that ended: one more call per batch for their exit codes (the first also
+    # learns that accounting is off: sacct says so, scontrol answers)
+    assert backend.calls["scontrol"] == 2 and backend.calls["sacct"] == 1
     assert backend.calls["grep"] == 2  # the ports of the running jobs, once per batch
-    assert not {"sacct", "scontrol", "sbatch", "scancel"} & set(backend.calls)
+    assert not {"sbatch", "scancel"} & set(backend.calls)
+    failed = [engine.get(i) for i in ids[2::3]]
+    assert {e.state for e in failed} == {"FAILED"}
+    assert all(engine.history(e.id)[-1].payload["exit_code"] == "0:0" for e in failed)
+    backend.calls.clear()
+    clock.advance(60)
+    stats = worker.refresh()
+    assert stats.claimed == 134 and backend.calls["squeue"] == 2 and backend.cycle_calls == 1
+    assert not {"sacct", "scontrol", "sbatch", "scancel"} & set(backend.calls)  # grep: no port yet
 
 
 def test_vanished_jobs_cost_one_more_call(
@@ -94,7 +107,7 @@ def test_vanished_jobs_cost_one_more_call(
     clock.advance(120)
     entities = [engine.get(i) for i in ids]
     backend.observe(entities, clock())  # learns that accounting is off (sacct says so)
-    assert backend.cycle_calls == 2 and backend.accounting is False
+    assert backend.cycle_calls == 3 and backend.accounting is False  # and asks scontrol
     observations = backend.observe(entities, clock())
     assert backend.cycle_calls == 2
     assert fake.log[-1][:3] == ("scontrol", "show", "job")
@@ -248,19 +261,24 @@ def test_a_controller_outage_changes_nothing(
             fake.set_state(job_of(engine, entity_id), "RUNNING", port=port)
         step(worker, clock)
         assert {engine.get(i).state for i in ids} == {"HEALTHY"}
-        before = {i: engine.get(i).version for i in ids}
         fake.stop_controller()
         fake.set_state(job_of(engine, ids[0]), "FAILED")  # happens while we cannot see it
-        for _ in range(3):
+        for _ in range(2):  # squeue fails, but the known endpoints still answer their pings
             clock.advance(600)
             stats = worker.tick()
-            assert stats.failed_observations == 3 and stats.transitions == 0
-        assert {i: engine.get(i).version for i in ids} == before
-        assert all(engine.get(i).observation_failures == 3 for i in ids)
-        fake.start_controller()
-        step(worker, clock, 600)
+            assert stats.failed_observations == 0
+            assert {engine.get(i).state for i in ids} == {"HEALTHY"}
+    before = {i: engine.get(i).version for i in ids}
+    for _ in range(3):  # neither squeue nor the ping answer: nothing changes
+        clock.advance(600)
+        stats = worker.tick()
+        assert stats.failed_observations == 3 and stats.transitions == 0
+    assert {i: engine.get(i).version for i in ids} == before
+    assert all(engine.get(i).observation_failures == 3 for i in ids)
+    fake.start_controller()
+    step(worker, clock, 600)
     assert engine.get(ids[0]).state == "FAILED"
-    assert engine.get(ids[1]).state == "HEALTHY"
+    assert engine.get(ids[1]).state == "UNHEALTHY"  # the job runs, the service does not answer
     assert engine.get(ids[1]).observation_failures == 0
 
 
@@ -310,7 +328,85 @@ def test_a_retried_submit_adopts_its_job(
     first = backend.submit_job("svc-1", {"job_options": JOB, "container_options": BOX})
     again = backend.submit_job("svc-1", {"job_options": JOB, "container_options": BOX})
     assert first == again and fake.count("sbatch") == 1
-    assert fake.jobs[first].comment == job_tag("svc-1")
+    assert fake.jobs[first].comment == backend.tag("svc-1")
+    assert fake.jobs[first].name == "svc." + backend.tag("svc-1")
+
+
+def test_lost_after_counts_from_when_the_job_was_last_seen(
+    engine: Engine, worker: Worker, backend: SlurmBackend, fake: FakeSlurm, clock: ManualClock
+) -> None:
+    """A long-running service whose job record vanishes is not FAILED on the first cycle."""
+    entity_id = start(engine, worker, backend)
+    job = job_of(engine, entity_id)
+    with http_server() as port:
+        fake.set_state(job, "RUNNING", port=port)
+        for _ in range(20):  # ten minutes HEALTHY: far past lost_after since the submit
+            step(worker, clock, 30)
+        assert engine.get(entity_id).state == "HEALTHY"
+        fake.forget(job)
+        fake.jobs[job].port = None
+        step(worker, clock, 30)
+        assert engine.get(entity_id).state == "HEALTHY"  # 30 s unseen < lost_after (60 s)
+        step(worker, clock, 40)
+    assert engine.get(entity_id).state == "FAILED"
+    assert "unknown" in engine.history(entity_id)[-1].payload["cause"]
+
+
+def test_ping_host_maps_node_names_to_addresses(
+    engine: Engine, fake: FakeSlurm, clock: ManualClock
+) -> None:
+    """Node names squeue prints may not resolve from here: `ping_host` maps them."""
+    mapped = SlurmBackend(fake, ping_host={"node01": "127.0.0.1"}, health_path="/")
+    unmapped = SlurmBackend(fake, health_path="/", health_timeout=0.5)
+    worker = Worker(engine, [mapped])
+    entity_id = submit_service(engine, worker, mapped, JOB, BOX)
+    with http_server() as port:
+        fake.set_state(job_of(engine, entity_id), "RUNNING", node="node01", port=port)
+        seen = unmapped.observe([engine.get(entity_id)], clock())[0]
+        assert seen.events == ("job_running", "ping_failed")  # "node01" does not resolve
+        step(worker, clock)
+    assert engine.get(entity_id).state == "HEALTHY"
+
+
+def test_blackfish_refresh_asks_the_job_when_the_ping_fails(
+    engine: Engine, worker: Worker, backend: SlurmBackend, fake: FakeSlurm
+) -> None:
+    async def scenario() -> None:
+        service = Service(engine, worker, backend)
+        await service.start(BOX, JOB, timeout=0)
+        job = await service.get_job()
+        assert job is not None
+        with http_server() as port:
+            fake.set_state(job.job_id, "RUNNING", port=port)
+            assert await service.refresh() == "HEALTHY"
+        fake.set_state(job.job_id, "TIMEOUT")  # the ping fails now: the job says why
+        before = fake.count("squeue")
+        assert await service.refresh() == "TIMEOUT"
+        assert fake.count("squeue") == before + 1
+
+    asyncio.run(scenario())
+
+
+def test_a_submit_looks_only_for_its_own_job_name(
+    engine: Engine, worker: Worker, backend: SlurmBackend, fake: FakeSlurm
+) -> None:
+    """No full listing per submit: the retry check asks for that one job name, as our user."""
+    for _ in range(3):
+        start(engine, worker, backend)
+    listings = [argv for argv in fake.log if argv[0] == "squeue"]
+    assert len(listings) == 3 and fake.count("sbatch") == 3
+    for argv in listings:
+        assert "--me" in argv and argv[argv.index("--name") + 1].startswith("svc.fsm")
+
+
+def test_a_hung_squeue_costs_at_most_the_cycle_budget(engine: Engine, clock: ManualClock) -> None:
+    fake = FakeSlurm(down_delay=60, timeout=30)
+    backend = SlurmBackend(fake, observe_timeout=0.5)
+    entity_id = submit_service(engine, Worker(engine, [backend]), backend, JOB, BOX)
+    fake.stop_controller()
+    begin = time.monotonic()
+    observation = backend.observe([engine.get(entity_id)], clock())[0]
+    assert observation.failure == "timeout" and time.monotonic() - begin < 5
 
 
 def test_invalid_options_submit_nothing(
@@ -347,6 +443,10 @@ def test_from_config_and_the_entry_point() -> None:
             "kind": "slurm",
             "health_path": "/health",
             "accounting": False,
+            "bin_dir": "/opt/slurm/bin",
+            "command_paths": {"sacct": "/usr/local/bin/sacct"},
+            "ping_host": {"gpu01": "10.0.0.1"},
+            "observe_timeout": 10,
             "transport": {
                 "kind": "ssh",
                 "host": "login.example.org",
@@ -356,12 +456,29 @@ def test_from_config_and_the_entry_point() -> None:
         }
     )
     try:
-        assert isinstance(backend, SlurmBackend) and backend.tunnel
+        assert isinstance(backend, SlurmBackend) and backend.observer.tunnel
         assert backend.transport.checking == "yes"  # type: ignore[attr-defined]
+        assert backend.observe_timeout == 10 and backend.accounting is False
+        settings = backend.settings
+        assert settings.command_path("squeue") == "/opt/slurm/bin/squeue"
+        assert settings.command_path("sacct") == "/usr/local/bin/sacct"
+        assert settings.command_path("grep") == "grep"
+        assert settings.ping_address("gpu01") == "10.0.0.1"
+        assert settings.ping_address("gpu02") == "gpu02"
     finally:
         backend.close()
     with pytest.raises(ValueError, match="unknown"):
         SlurmBackend.from_config({"kind": "slurm", "bogus": 1})
+    for bad in (
+        {"bin_dir": "relative/bin"},
+        {"command_paths": {"sbatch": "sbatch; rm -rf /"}},
+        {"command_paths": {"bash": "/bin/bash"}},
+        {"ping_host": {"gpu01": "-oProxyCommand=x"}},
+        {"observe_timeout": 0},
+        {"health_path": "health"},
+    ):
+        with pytest.raises(ValueError, match="invalid slurm backend settings"):
+            SlurmBackend.from_config({"kind": "slurm", **bad})
     with pytest.raises(ValueError, match="ssh host"):
         SlurmBackend.from_config({"transport": {"kind": "ssh", "host": "-oProxyCommand=x"}})
 
@@ -374,7 +491,7 @@ def test_blackfish_service(
 ) -> None:
     async def scenario() -> None:
         service = Service(engine, worker, backend)
-        await service.start(BOX, JOB)
+        assert await service.start(BOX, JOB, timeout=0) == "PENDING"  # waited 0 s
         assert service.status == "PENDING"
         job = await service.get_job()
         assert job is not None and job.state == "PENDING"
@@ -382,6 +499,10 @@ def test_blackfish_service(
         with http_server() as port:
             fake.set_state(job.job_id, "RUNNING", port=port)
             assert await service.refresh() == "HEALTHY"
+            # Blackfish's documented order: ping first; a good ping needs no squeue
+            before = fake.count("squeue")
+            assert await service.refresh() == "HEALTHY"
+            assert fake.count("squeue") == before
             assert await service.open_tunnel() is None  # local cluster: no tunnel needed
             await service.stop(delay=30)
             assert service.status == "HEALTHY"  # the stop is scheduled, persisted
@@ -401,7 +522,7 @@ def test_blackfish_stop_flags(
 ) -> None:
     async def scenario() -> None:
         service = Service(engine, worker, backend)
-        await service.start(BOX, JOB)
+        await service.start(BOX, JOB, timeout=0)
         await service.stop(**{flag: True})
         assert service.status == final
         job = await service.get_job()
@@ -419,12 +540,42 @@ def test_blackfish_start_retried_after_a_failed_sbatch(
         service = Service(engine, worker, backend, id="svc-retry")
         fake.stop_controller()
         with pytest.raises(CommandFailed, match="Unable to contact slurm controller"):
-            await service.start(BOX, JOB)
+            await service.start(BOX, JOB, timeout=0)
         assert service.status == "SUBMITTED"  # recorded, no job yet; nothing else changed
         fake.start_controller()
-        await service.start(BOX, JOB)  # the same service, submitted now
+        await service.start(BOX, JOB, timeout=0)  # the same service, submitted now
         assert service.status == "PENDING" and fake.count("sbatch") == 1
         with pytest.raises(FsmError, match="starts once"):
-            await service.start(BOX, JOB)
+            await service.start(BOX, JOB, timeout=0)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("ending", ["HEALTHY", "FAILED"])
+def test_blackfish_start_waits_until_healthy_or_final(
+    engine: Engine, worker: Worker, backend: SlurmBackend, fake: FakeSlurm, ending: str
+) -> None:
+    """Seed 004: start "waits for the service to start" (bounded by `timeout`)."""
+
+    def cluster_runs_it(port: int) -> None:
+        deadline = time.monotonic() + 10
+        while not fake.jobs and time.monotonic() < deadline:
+            time.sleep(0.01)
+        job = next(iter(fake.jobs))
+        time.sleep(0.2)
+        if ending == "HEALTHY":
+            fake.set_state(job, "RUNNING", port=port)
+        else:
+            fake.set_state(job, "FAILED", exit_code="1:0")
+
+    async def scenario(port: int) -> str:
+        service = Service(engine, worker, backend)
+        runner = threading.Thread(target=cluster_runs_it, args=(port,))
+        runner.start()
+        try:
+            return await service.start(BOX, JOB, timeout=20, every=0.05)
+        finally:
+            runner.join()
+
+    with http_server() as port:
+        assert asyncio.run(scenario(port)) == ending

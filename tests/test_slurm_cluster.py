@@ -39,7 +39,12 @@ class Rig:
 
     def __init__(self, path: Path, timeout: float = 5.0) -> None:
         self.engine = Engine(f"sqlite:///{path}", refresh_scale=0.1)
-        self.backend = SlurmBackend(LocalTransport(timeout=timeout), health_timeout=1.0)
+        self.backend = SlurmBackend(
+            LocalTransport(timeout=timeout),
+            health_path="/",
+            health_timeout=1.0,
+            key_file=f"{path}.key",
+        )
         settings = WorkerSettings(max_backoff=1.0)
         self.worker = Worker(self.engine, [self.backend], settings=settings)
 
@@ -57,9 +62,13 @@ class Rig:
         return tick_until(self.worker, self.engine, entity_id, states, timeout)
 
     def close(self) -> None:
+        from fsm.verify import verify_store
+
+        violations = verify_store(self.engine.store, self.engine.lifecycles)
+        assert violations == [], [str(v) for v in violations]  # `fsm verify` is clean
         for entity in self.engine.list_entities():
             if not entity.terminal and "job_id" in entity.data:
-                self.backend.cancel(entity.id, str(entity.data["job_id"]))
+                self.backend.confirm_and_cancel(entity)
         self.backend.close()
         self.engine.close()
 
@@ -160,6 +169,8 @@ def test_a_killed_slurmctld_changes_nothing(rig: Rig) -> None:
     assert pid is not None
     entity_id = rig.start(HTTP)
     rig.until(entity_id, "HEALTHY")
+    silent = rig.start(["sleep", "600"])  # running, never answers: its observations fail
+    rig.until(silent, "STARTING")
     rig.backend.transport.timeout = 2.0  # squeue waits 9 s for a dead controller
     versions = {e.id: e.version for e in rig.engine.list_entities()}
     os.kill(pid, 15)
@@ -176,7 +187,9 @@ def test_a_killed_slurmctld_changes_nothing(rig: Rig) -> None:
         assert failed > 0
         after = {e.id: e.version for e in rig.engine.list_entities()}
         assert {k: v for k, v in after.items() if k in versions} == versions
-        assert rig.engine.get(entity_id).observation_failures > 0
+        # squeue fails, but the service's known endpoint still answers its ping: HEALTHY
+        assert rig.engine.get(entity_id).state == "HEALTHY"
+        assert rig.engine.get(silent).observation_failures > 0
     finally:
         subprocess.run([binary], check=True, timeout=30)
         rig.backend.transport.timeout = 5.0
@@ -185,12 +198,13 @@ def test_a_killed_slurmctld_changes_nothing(rig: Rig) -> None:
         assert time.monotonic() < deadline, "slurmctld did not come back"
         time.sleep(0.5)
     deadline = time.monotonic() + 30
-    while rig.engine.get(entity_id).observation_failures:
+    while rig.engine.get(silent).observation_failures:
         assert time.monotonic() < deadline, "refresh did not resume"
         rig.worker.tick()
         time.sleep(0.25)
     assert rig.engine.get(entity_id).state == "HEALTHY"
     rig.worker.command(entity_id, "stop")
+    rig.worker.command(silent, "stop")
 
 
 def test_the_time_limit_ends_in_timeout(rig: Rig, time_limited: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.slurm import SlurmBackend
+from backends.slurm import Identity, SlurmBackend
 from backends.slurm.fake import FakeSlurm
 from backends.slurm.parse import (
     ParseError,
@@ -37,9 +37,9 @@ SEEDS_README = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "READM
 
 # recorded on the real single-node cluster (Slurm 22.05)
 REAL_SQUEUE = """\
-2|FAILED|vm|2026-11-23T00:49:28|NonZeroExitCode
-3|PENDING||N/A|JobHeldUser
-1|RUNNING|vm|2026-11-23T00:49:28|None
+3|FAILED|vm|2026-12-02T03:18:05|2026-12-02T03:18:05|0|0|svc.fsmaaaa|NonZeroExitCode|
+4|PENDING||N/A|2026-12-02T03:18:05|0|0|we|ird name|JobHeldUser|
+5|RUNNING|vm|2026-12-02T03:18:05|2026-12-02T03:18:05|1|0|svc.fsmcccc|None|
 """
 REAL_SCONTROL = (
     "JobId=2 JobName=wrap UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=4294901758 "
@@ -113,18 +113,30 @@ def test_unknown_and_malformed_states() -> None:
 
 def test_real_output_parses() -> None:
     jobs = parse_squeue(REAL_SQUEUE)
-    assert {k: (j.state, j.node) for k, j in jobs.items()} == {
-        "1": ("RUNNING", "vm"),
-        "2": ("FAILED", "vm"),
-        "3": ("PENDING", None),
+    assert {k: (j.state, j.node, j.name, j.uid) for k, j in jobs.items()} == {
+        "5": ("RUNNING", "vm", "svc.fsmcccc", 0),
+        "3": ("FAILED", "vm", "svc.fsmaaaa", 0),
+        "4": ("PENDING", None, "we", 0),  # a name with `|`: never one of ours (they have none)
     }
+    assert (jobs["5"].restarts, jobs["5"].submit) == (1, "2026-12-02T03:18:05")
+    assert jobs["4"].reason == "ird name|JobHeldUser" and jobs["3"].reason == "NonZeroExitCode"
     scontrol = parse_scontrol(REAL_SCONTROL)["2"]
     assert (scontrol.state, scontrol.exit_code, scontrol.node) == ("FAILED", "3:0", "vm")
+    assert (scontrol.uid, scontrol.name, scontrol.submit) == (0, "wrap", "2026-11-23T00:49:28")
     assert parse_scontrol("No jobs in the system\n") == {}
-    sacct = parse_sacct("7|CANCELLED by 0|0:15|vm\n7.batch|CANCELLED|0:15|vm\n8|TIMEOUT|0:0|n1\n")
-    assert (sacct["7"].state, sacct["8"].state) == ("CANCELLED", "TIMEOUT")
-    assert parse_ports("/h/.fsm/jobs/7.port:31000\nbad\n/x:99999\n") == {
-        "/h/.fsm/jobs/7.port": 31000
+    sacct = parse_sacct(
+        "7|CANCELLED by 0|0:15|vm|0|2026-12-02T03:18:05|svc.fsmx\n"
+        "7.batch|CANCELLED|0:15|vm|0|2026-12-02T03:18:05|batch\n"
+        "7|COMPLETED|0:0|vm|1001|2026-12-02T04:00:00|theirs|odd\n"
+        "8|TIMEOUT|0:0|n1|0|2026-12-02T03:18:05|svc.fsmy\n"
+    )
+    assert [(r.job_id, r.state, r.uid, r.name) for r in sacct] == [
+        ("7", "CANCELLED", 0, "svc.fsmx"),
+        ("7", "COMPLETED", 1001, "theirs"),  # a recycled id: both records are kept
+        ("8", "TIMEOUT", 0, "svc.fsmy"),
+    ]
+    assert parse_ports("/h/.fsm/jobs/7.0.fsmx.port:31000\nbad\n/x:99999\n") == {
+        "/h/.fsm/jobs/7.0.fsmx.port": 31000
     }
     assert first_node("gpu[03-05,07]") == "gpu03"
     assert first_node("a,b") == "a"
@@ -134,13 +146,15 @@ def test_real_output_parses() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "1|RUNNING|vm|N/A",  # a field short
-        "x|RUNNING|vm|N/A|None",  # not a job id
-        "1|running|vm|N/A|None",  # not a state
-        "1|RUNNING|vm;rm|N/A|None",  # not a node list
-        "1|RUNNING|vm|N/A|None\n1|PENDING||N/A|None",  # the same job twice
-        "Welcome to the cluster!\n1|RUNNING|vm|N/A|None",  # a login banner
-        "1|RUNNING|vm|N/A|None\x1b[0m",  # a control character
+        "1|RUNNING|vm|N/A|N/A|0|0",  # fields short
+        "x|RUNNING|vm|N/A|N/A|0|0|n|None|",  # not a job id
+        "1|running|vm|N/A|N/A|0|0|n|None|",  # not a state
+        "1|RUNNING|vm;rm|N/A|N/A|0|0|n|None|",  # not a node list
+        "1|RUNNING|vm|N/A|N/A|x|0|n|None|",  # not a restart count
+        "1|RUNNING|vm|N/A|N/A|0|root|n|None|",  # not a user id
+        "1|RUNNING|vm|N/A|N/A|0|0|n|None|\n1|PENDING||N/A|N/A|0|0|n|None|",  # the same job twice
+        "Welcome to the cluster!\n1|RUNNING|vm|N/A|N/A|0|0|n|None|",  # a login banner
+        "1|RUNNING|vm|N/A|N/A|0|0|n|None|\x1b[0m",  # a control character
     ],
 )
 def test_squeue_garbage_is_refused(text: str) -> None:
@@ -157,15 +171,31 @@ def test_parsers_raise_nothing_but_parse_errors(text: str) -> None:
     parse_ports(text)
 
 
+KEY = b"k" * 32
 _NEAR = st.lists(
     st.tuples(
         st.sampled_from(["1001", "1002", "x", "", "1001 "]),
         st.sampled_from([*SEED_STATES, "CANCELLED by 0", "BOGUS", "", "running"]),
         st.sampled_from(["node01", "", "(null)", "n[1-2]", "a b"]),
+        st.sampled_from(["N/A", "2026-01-01T00:00:00", "soon"]),
+        st.sampled_from(["0", "1", "", "-1"]),
+        st.sampled_from(["1000", "1001", "0", "me"]),
+        st.sampled_from(["svc.@tag", "other", "svc.@tag|x", ""]),
         st.text(max_size=8),
-    ).map(lambda t: "|".join(t)),
+    ).map(
+        lambda t: (
+            "|".join(
+                [t[0], t[1], t[2], t[3], t[3], *t[4:6], t[6].replace("@tag", tag_of(t[0])), t[7]]
+            )
+            + "|"
+        )
+    ),
     max_size=4,
 ).map("\n".join)
+
+
+def tag_of(job: str) -> str:
+    return Identity(KEY).tag(f"svc-{job.strip()}")
 
 
 def _entity(job_id: str, state: str = "STARTING") -> Entity:
@@ -197,7 +227,7 @@ def test_observe_turns_garbage_into_failed_observations(squeue: str, ended: str)
     fake.add_job("PENDING")
     fake.garbage = squeue
     fake._scontrol = lambda _a, _i: (0, ended, "")  # type: ignore[method-assign,assignment]
-    backend = SlurmBackend(fake, lost_after=0)
+    backend = SlurmBackend(fake, lost_after=0, key=KEY)
     entities = [_entity("1001"), _entity("1002")]
     observations = backend.observe(entities, datetime(2026, 1, 2, tzinfo=UTC))
     assert {o.entity_id for o in observations} == {"svc-1001", "svc-1002"}
@@ -210,7 +240,8 @@ def test_observe_turns_garbage_into_failed_observations(squeue: str, ended: str)
         job = observation.entity_id.removeprefix("svc-")
         if observation.failure is not None or not observation.events:
             continue
-        if job in listed:
+        tag = "." + backend.tag(observation.entity_id)
+        if job in listed and listed[job].uid == fake.uid and listed[job].name.endswith(tag):
             phase = phase_of(listed[job].state)
             assert phase is not None and observation.events[0] == events_for(phase, False)[0]
         else:  # not listed: only a parsed scontrol answer, or the lost rule, may decide

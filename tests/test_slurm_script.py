@@ -47,7 +47,7 @@ def test_a_full_script() -> None:
         tag="fsm-abc",
     )
     assert _sbatch_lines(script) == [
-        "#SBATCH --job-name=web-1",
+        "#SBATCH --job-name=web-1.fsm-abc",  # the tag ends the name: the proof it is ours
         "#SBATCH --time=1-02:03:04",
         "#SBATCH --partition=gpu",
         "#SBATCH --nodes=1",
@@ -196,7 +196,7 @@ def test_valid_values_reach_the_job_unchanged(
         ["bash", "-s"], input=script, env=env, capture_output=True, text=True, timeout=20
     )
     assert done.returncode == 0, done.stderr
-    port = int((Path(home) / ".fsm/jobs/42.port").read_text())
+    port = int((Path(home) / ".fsm/jobs/42.0.untagged.port").read_text())  # run 0
     assert done.stdout.splitlines()[0] == f"FSM_PORT={port}"
     import json
 

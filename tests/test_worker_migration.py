@@ -40,7 +40,7 @@ def test_a_database_with_data_moves_from_0002_to_0003(db_url: str) -> None:
         assert "last_observed_at" not in {c["name"] for c in inspect(conn).get_columns("entity")}
     store.close()
 
-    assert head_revision() == "0003"
+    assert head_revision() >= "0003"  # later migrations (0004: entity.profile) chain after it
     engine = Engine(db_url, clock=clock, refresh_scale=0.05)  # migrates to the newest
     after = {e.id: (e.state, e.version, e.seq) for e in engine.list_entities()}
     assert after == before

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -45,7 +46,8 @@ from backends.azure.run_results import RunResult, read_run_result
 from backends.azure.settings import AzureSettings
 from backends.base import Backend, CommandFailed, CommandResult
 from backends.hostctl import Found
-from fsm import Entity
+from fsm import Entity, NewEntity
+from fsm.children import Child
 from fsm.observation import FailureKind, Observation
 
 log = logging.getLogger(__name__)
@@ -248,16 +250,32 @@ class AzureBackend(Backend):
     ) -> CommandResult:
         if entity.lifecycle == "host" and command in HOST_COMMANDS:
             if not isinstance(arguments.get("operation"), str):
-                raise CommandFailed(
-                    command,
-                    entity.id,
-                    "azure host commands are carried out by an operation entity "
-                    "(backends.hostctl.HostControl submits both)",
-                )
-            return CommandResult(events=(command,))
+                return self._with_operation(entity, command, arguments)
+            # the host keeps which operation carries out its command: only that one's outcome
+            # moves it (guard `current_operation`, fsm.cascade)
+            return CommandResult(data={"operation": arguments["operation"]}, events=(command,))
         if entity.lifecycle == "operation" and command == "start":
             return self._submit(entity, arguments, now)
         raise CommandFailed(command, entity.id, f"azure has no {command!r} for {entity.lifecycle}")
+
+    def _with_operation(
+        self, host: Entity, command: str, arguments: Mapping[str, Any]
+    ) -> CommandResult:
+        """A host command on its own (a scheduled `start`): its operation entity is created
+        with the host's transition, in one commit, and started (sent) right after it."""
+        try:
+            target = Target.from_data(host.data)
+        except ValueError as exc:
+            raise CommandFailed(command, host.id, f"the host names no VM: {exc}") from exc
+        op_id = f"{host.id}/{command}-{uuid.uuid4().hex[:12]}"
+        data = {"command": command, "host_id": host.id, "azure": target.to_data()}
+        child = Child(NewEntity("operation", data, op_id, host.id), "start", dict(arguments))
+        return CommandResult(
+            data={"operation": op_id},
+            events=(command,),
+            payload={"operation": op_id},
+            children=(child,),
+        )
 
     def _submit(self, op: Entity, arguments: Mapping[str, Any], now: datetime) -> CommandResult:
         """Send the operation's ARM request; record its continuation token (and nothing secret)."""

@@ -3,8 +3,10 @@
 `SlurmBackend` is the `fsm.backends` entry point `slurm`; `submit_service` starts one service.
 """
 
-from backends.slurm.backend import SlurmBackend, job_tag
+from backends.slurm.backend import ReleaseNotConfirmed, SlurmBackend
+from backends.slurm.identity import Identity, KeyFileError, load_key
 from backends.slurm.script import ScriptError, render_script
+from backends.slurm.settings import SlurmSettings
 from backends.slurm.submit import submit_service
 from backends.slurm.transport import (
     LocalTransport,
@@ -15,14 +17,18 @@ from backends.slurm.transport import (
 )
 
 __all__ = [
+    "Identity",
+    "KeyFileError",
     "LocalTransport",
+    "ReleaseNotConfirmed",
     "ScriptError",
     "SlurmBackend",
+    "SlurmSettings",
     "SshTransport",
     "Transport",
     "TransportError",
     "Tunnel",
-    "job_tag",
+    "load_key",
     "render_script",
     "submit_service",
 ]

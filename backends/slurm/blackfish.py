@@ -18,11 +18,14 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from backends.slurm.backend import SlurmBackend, job_id_of
+from backends.slurm.backend import SlurmBackend
+from backends.slurm.observe import job_id_of
 from backends.slurm.submit import submit_service
+from backends.slurm.supervised import SupervisedService
 from backends.slurm.transport import Tunnel
 from fsm import Engine, Entity, EntityNotFound, Event, FsmError
 from fsm.worker import Worker
+from storage import releases
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ class Job:
     source: str = "squeue"
 
 
-class Service:
+class Service(SupervisedService):
     """One service: `start` it, then `refresh`, `stop`, `open_tunnel`, `close_tunnel`, `get_job`.
 
     Give `id` to attach to a service started earlier (by this or another process).
@@ -74,14 +77,21 @@ class Service:
         job_options: Mapping[str, Any],
         *,
         data: Mapping[str, Any] | None = None,
+        timeout: float = 600,
+        every: float = 2,
     ) -> str:
-        """Record the service (SUBMITTED), submit its job and record that (PENDING); its id.
+        """Submit the job, record the service and wait for it to start (seed 004): returns
+        once it is HEALTHY or in a final status, or after `timeout` seconds (then it is still
+        PENDING or STARTING and the worker goes on driving it); the status.
 
         `data` may set per-service time limits, e.g. `{"time_limits": {"STARTING": 300}}`.
         Invalid options raise `ScriptError` listing every problem; nothing is submitted then.
         """
+        if timeout < 0 or every <= 0:
+            raise ValueError("timeout must not be negative and every must be positive")
         self.id = entity_id = self.id or uuid.uuid4().hex
-        return await asyncio.to_thread(self._start, entity_id, container_options, job_options, data)
+        await asyncio.to_thread(self._start, entity_id, container_options, job_options, data)
+        return await self.wait(("HEALTHY",), timeout=timeout, every=every)
 
     def _start(
         self,
@@ -126,8 +136,9 @@ class Service:
             await asyncio.to_thread(self.worker.command, entity.id, command)
 
     async def refresh(self) -> str:
-        """Ask the cluster now (job state, then a health ping) and record what it implies;
-        returns the status. A failed observation records nothing and returns the old one."""
+        """Ping first; only when the ping fails ask the scheduler (job state, then a ping), as
+        Blackfish documents it; record what that implies and return the status. A failed
+        observation records nothing and returns the old one."""
         return await asyncio.to_thread(self._refresh)
 
     def _refresh(self) -> str:
@@ -135,7 +146,9 @@ class Service:
         if entity.terminal:
             return entity.state
         now = self.engine.clock()
-        observation = self.backend.observe_safely([entity], now)[0]
+        observation = self.backend.ping_first(entity, now)  # a good ping needs no squeue
+        if observation is None:
+            observation = self.backend.observe_safely([entity], now)[0]
         if observation.failure is not None:
             log.info(
                 "refresh of %s failed (%s): %s", entity.id, observation.failure, observation.detail
@@ -153,13 +166,23 @@ class Service:
             )
             for i, name in enumerate(observation.events)
         ]
-        if events:
-            for outcome in self.engine.apply(events).errors:
-                log.warning("refresh of %s: %s", entity.id, outcome.error)
-        after = self._entity()
-        if after.terminal:  # as the worker does: free what the ended service still holds
-            self.backend.release(after, now)
-        return after.state
+        if not events:
+            return entity.state
+        terminal = self.engine.lifecycle(entity.lifecycle).terminal
+        with self.engine.store.transaction() as uow:
+            batch = self.engine.stage(uow, uow.lock_entities([entity.id]))
+            for event in events:
+                outcome = batch.add(event)
+                if outcome.error is not None:
+                    log.warning("refresh of %s: %s", entity.id, outcome.error)
+            batch.flush()
+            ended = [(t.entity_id, t.to_state) for t in batch.transitions if t.to_state in terminal]
+            # as the worker does: the obligation to free the job, with the transition (durable)
+            releases.request(uow, ended, now)
+        self.engine.committed(batch)
+        if ended:
+            self.worker.run_releases()  # try it now; the worker retries until it is confirmed
+        return self._entity().state
 
     async def wait(
         self, until: Collection[str] = ("HEALTHY",), timeout: float = 600, every: float = 2
@@ -198,10 +221,8 @@ class Service:
         job = job_id_of(entity.data)
         if job is None:
             return None
-        record = self.backend.squeue([job]).get(job)
-        if record is None:
-            record = (self.backend.ended([job], entity.created_at) or {}).get(job)
         port = entity.data.get("port")
+        record = self.backend.job_record(entity)
         if record is None:
             return Job(job, None, port=port if isinstance(port, int) else None)
         return Job(

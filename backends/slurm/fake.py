@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -38,6 +39,14 @@ class FakeJob:
     submitted: datetime = datetime(2026, 1, 1, tzinfo=UTC)
     listed: bool = True  # False once it aged out of the controller (MinJobAge)
     script: str = ""
+    name: str = "fsm-service"
+    uid: int = 1000
+    restarts: int = 0
+    ports: dict[int, int] | None = None  # restart count -> port written by that run
+
+    @property
+    def submit_time(self) -> str:
+        return self.submitted.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 class FakeSlurm(Transport):
@@ -52,6 +61,7 @@ class FakeSlurm(Transport):
         timeout: float = 30.0,
         node: str = "node01",
         port_dir: str = "~/.fsm/jobs",
+        uid: int = 1000,
     ) -> None:
         super().__init__(timeout)
         self.accounting = accounting
@@ -59,18 +69,45 @@ class FakeSlurm(Transport):
         self.down_delay = down_delay
         self.node = node
         self.port_dir = port_dir
+        self.uid = uid
         self.jobs: dict[str, FakeJob] = {}
+        self.history: list[FakeJob] = []  # every job ever, as sacct keeps them (ids recycle)
         self.log: list[tuple[str, ...]] = []
         self.up = True
         self.next_id = 1000
         self.garbage: str | None = None  # the next squeue prints this instead
+        self.signalled: list[FakeJob] = []  # every job scancel acted on
+        self.removed: set[str] = set()  # files `rm` deleted
 
     # -- driving the fake --------------------------------------------------------------------
 
     def add_job(self, state: str = "PENDING", **fields: object) -> FakeJob:
         self.next_id += 1
+        fields.setdefault("uid", self.uid)
         job = FakeJob(str(self.next_id), state, **fields)  # type: ignore[arg-type]
         self.jobs[job.job_id] = job
+        self.history.append(job)
+        return job
+
+    def requeue(self, job_id: str) -> None:
+        """`scontrol requeue`: the job is queued again and its next run gets a new number."""
+        job = self.jobs[job_id]
+        job.state, job.restarts, job.node, job.start, job.port = (
+            "PENDING",
+            job.restarts + 1,
+            "",
+            "N/A",
+            None,
+        )
+
+    def recycle(self, job_id: str, **fields: object) -> FakeJob:
+        """Another job (by default another user's) takes the id of a purged one."""
+        self.jobs[job_id].listed = False
+        fields.setdefault("uid", self.uid + 1)
+        fields.setdefault("submitted", datetime.now(UTC))
+        job = FakeJob(job_id, fields.pop("state", "RUNNING"), **fields)  # type: ignore[arg-type]
+        self.jobs[job_id] = job
+        self.history.append(job)
         return job
 
     def set_state(self, job_id: str, state: str, **fields: object) -> None:
@@ -99,6 +136,7 @@ class FakeSlurm(Transport):
     def _run(self, argv: tuple[str, ...], input: str | None, timeout: float) -> CommandOutput:
         self.log.append(argv)
         started = time.monotonic()
+        argv = (argv[0].rsplit("/", 1)[-1], *argv[1:])  # bin_dir / command_paths
         if argv[0] in ("squeue", "sacct", "scontrol", "sbatch", "scancel") and not self.up:
             if self.down_delay > timeout:
                 time.sleep(timeout)
@@ -114,6 +152,8 @@ class FakeSlurm(Transport):
             "sbatch": self._sbatch,
             "scancel": self._scancel,
             "grep": self._grep,
+            "rm": self._rm,
+            "id": self._id,
         }.get(argv[0])
         if handler is None:
             return self._out(argv, 127, "", f"bash: {argv[0]}: command not found", started)
@@ -151,21 +191,29 @@ class FakeSlurm(Transport):
             if len(ids) == 1 and ids[0] not in known:
                 return 1, "", "slurm_load_jobs error: Invalid job id specified"
             jobs = [known[i] for i in ids if i in known]
-        fmt = self._option(args, "-o") or "%i|%T"
-        fields = {
-            "%i": lambda j: j.job_id,
-            "%T": lambda j: j.state,
-            "%N": lambda j: j.node,
-            "%S": lambda j: j.start,
-            "%r": lambda j: j.reason,
-            "%k": lambda j: j.comment,
+        names = self._option(args, "--name")
+        if names is not None:
+            jobs = [j for j in jobs if j.name in names.split(",")]
+        if "--me" in args:
+            jobs = [j for j in jobs if j.uid == self.uid]
+        fields = (self._option(args, "-O") or "JobID:|").split(",")
+        values: dict[str, Callable[[FakeJob], str]] = {
+            "JobID": lambda j: j.job_id,
+            "State": lambda j: j.state,
+            "NodeList": lambda j: j.node,
+            "StartTime": lambda j: j.start,
+            "SubmitTime": lambda j: j.submit_time,
+            "RestartCnt": lambda j: str(j.restarts),
+            "UserID": lambda j: str(j.uid),
+            "Name": lambda j: j.name,
+            "Reason": lambda j: j.reason,
+            "Comment": lambda j: j.comment,
         }
 
         def render(job: FakeJob) -> str:
-            return re.sub(r"%[a-zA-Z]", lambda m: fields[m.group(0)](job), fmt)
+            return "".join(values[f.split(":")[0]](job) + "|" for f in fields)
 
-        lines = [render(j) for j in jobs]
-        return 0, "".join(line + "\n" for line in lines), ""
+        return 0, "".join(render(j) + "\n" for j in jobs), ""
 
     def _sacct(self, args: list[str], _input: str | None) -> tuple[int, str, str]:
         if not self.accounting:
@@ -173,14 +221,15 @@ class FakeSlurm(Transport):
         ids = (self._option(args, "-j") or "").split(",")
         since = self._option(args, "-S")
         lines = []
-        for job_id in ids:
-            job = self.jobs.get(job_id)
-            if job is None:
+        for job in self.history:
+            if job.job_id not in ids:
                 continue
-            if since and job.submitted.strftime("%Y-%m-%dT%H:%M:%S") < since:
-                continue  # bounded by -S: an older job with a recycled id is not shown
+            if since and job.submit_time < since:
+                continue  # bounded by -S
             state = "CANCELLED by 0" if job.state == "CANCELLED" else job.state
-            lines.append(f"{job.job_id}|{state}|{job.exit_code}|{job.node or 'None assigned'}")
+            node = job.node or "None assigned"
+            fields = [job.job_id, state, job.exit_code, node, str(job.uid), job.submit_time]
+            lines.append("|".join([*fields, job.name]))
         return 0, "".join(line + "\n" for line in lines), ""
 
     def _scontrol(self, args: list[str], _input: str | None) -> tuple[int, str, str]:
@@ -195,8 +244,9 @@ class FakeSlurm(Transport):
         if not jobs:
             return 0, "No jobs in the system\n", ""
         lines = [
-            f"JobId={j.job_id} JobName=fsm UserId=root(0) GroupId=root(0) Priority=1 "
-            f"JobState={j.state} Reason={j.reason} Dependency=(null) Requeue=1 Restarts=0 "
+            f"JobId={j.job_id} JobName={j.name} UserId=u({j.uid}) GroupId=u({j.uid}) Priority=1 "
+            f"JobState={j.state} Reason={j.reason} Dependency=(null) Requeue=1 "
+            f"Restarts={j.restarts} SubmitTime={j.submit_time} "
             f"BatchFlag=1 ExitCode={j.exit_code} RunTime=00:00:01 TimeLimit=UNLIMITED "
             f"StartTime={j.start} NodeList={j.node or '(null)'} BatchHost={j.node or '(null)'} "
             f"Command=(null) WorkDir=/tmp Power= "
@@ -208,11 +258,13 @@ class FakeSlurm(Transport):
         if not script or not script.startswith("#!"):
             return 1, "", "sbatch: error: This does not look like a batch script."
         comment = re.search(r"^#SBATCH --comment=(\S+)$", script, re.MULTILINE)
+        name = re.search(r"^#SBATCH --job-name=(\S+)$", script, re.MULTILINE)
         held = re.search(r"^#SBATCH --hold$", script, re.MULTILINE)
         job = self.add_job(
             "PENDING",
             reason="JobHeldUser" if held else "None",
             comment=comment.group(1) if comment else "(null)",
+            name=name.group(1) if name else "sbatch",
             script=script,
             submitted=datetime.now(UTC),
         )
@@ -220,7 +272,16 @@ class FakeSlurm(Transport):
 
     def _scancel(self, args: list[str], _input: str | None) -> tuple[int, str, str]:
         job = self._known().get(args[-1])
-        if job is not None and job.state not in _FINISHED:
+        name = next((a.split("=", 1)[1] for a in args if a.startswith("--name=")), None)
+        user = next((a.split("=", 1)[1] for a in args if a.startswith("--user=")), None)
+        if job is None:
+            return 1, "", f"scancel: error: Kill job error on job id {args[-1]}: Invalid job id"
+        if (name is not None and job.name != name) or (user is not None and str(job.uid) != user):
+            return 0, "", ""  # filtered out: the controller signals nothing
+        if user is None and job.uid != self.uid and self.uid != 0:  # root may cancel any job
+            return 1, "", "scancel: error: Kill job error: Access/permission denied"
+        self.signalled.append(job)
+        if job.state not in _FINISHED:
             job.state, job.exit_code = "CANCELLED", "0:15"
         return 0, "", ""
 
@@ -228,11 +289,22 @@ class FakeSlurm(Transport):
         paths = args[args.index("--") + 1 :]
         lines, missing = [], False
         for path in paths:
-            match = re.search(r"(\d+)\.port$", path)
+            match = re.search(r"(\d+)\.(\d+)\.[A-Za-z0-9]+\.port$", path)
             job = self.jobs.get(match.group(1)) if match else None
-            if job is None or job.port is None:
+            run = int(match.group(2)) if match else -1
+            port = None
+            if job is not None:
+                port = (job.ports or {}).get(run, job.port if run == job.restarts else None)
+            if port is None or path in self.removed:
                 missing = True
             else:
-                lines.append(f"{path}:{job.port}")
+                lines.append(f"{path}:{port}")
         code = 2 if missing else (0 if lines else 1)
         return code, "".join(line + "\n" for line in lines), ""
+
+    def _id(self, _args: list[str], _input: str | None) -> tuple[int, str, str]:
+        return 0, f"{self.uid}\n", ""
+
+    def _rm(self, args: list[str], _input: str | None) -> tuple[int, str, str]:
+        self.removed.update(args[args.index("--") + 1 :])
+        return 0, "", ""

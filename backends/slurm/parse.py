@@ -9,10 +9,12 @@ from typing import NamedTuple
 
 from backends.slurm.states import normalize
 
-#: `squeue -h -o` fields: job id, state, node list, start time, reason (last: free text)
-SQUEUE_FORMAT = "%i|%T|%N|%S|%r"
-#: `sacct -P -n -X -o` fields
-SACCT_FORMAT = "JobIDRaw,State,ExitCode,NodeList"
+#: `squeue -h -O` fields; the job name and the reason (free text, may hold `|`) come last
+SQUEUE_FORMAT = (
+    "JobID:|,State:|,NodeList:|,StartTime:|,SubmitTime:|,RestartCnt:|,UserID:|,Name:|,Reason:|"
+)
+#: `sacct -P -n -X -o` fields; the job name (free text) last
+SACCT_FORMAT = "JobIDRaw,State,ExitCode,NodeList,UID,Submit,JobName"
 
 _JOB_ID = re.compile(r"\d{1,12}")
 _NODES = re.compile(r"[A-Za-z0-9_.,\[\]\-]{0,4096}")
@@ -20,6 +22,8 @@ _TIME = re.compile(r"[A-Za-z0-9:/.\-]{0,40}")
 _EXIT = re.compile(r"-?\d{1,10}:-?\d{1,10}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _NO_NODES = {"", "(null)", "None assigned", "None"}
+_COUNT = re.compile(r"\d{1,6}")
+_UID = re.compile(r"\d{1,10}")
 
 
 class ParseError(ValueError):
@@ -36,6 +40,10 @@ class JobRecord(NamedTuple):
     reason: str = ""
     exit_code: str = ""
     source: str = "squeue"
+    submit: str = ""  # the controller's submit time, as printed
+    restarts: int = 0  # how often the job was requeued: each run has its own number
+    uid: int | None = None  # the user the job belongs to
+    name: str = ""  # the job name up to its first `|` (ours never hold one)
 
     @property
     def node(self) -> str | None:
@@ -73,33 +81,47 @@ def _add(found: dict[str, JobRecord], record: JobRecord, line: str) -> None:
 
 
 def parse_squeue(text: str) -> dict[str, JobRecord]:
-    """`squeue -h -o SQUEUE_FORMAT` output, by job id."""
+    """`squeue -h -O SQUEUE_FORMAT` output, by job id."""
     found: dict[str, JobRecord] = {}
     for line in _lines(text):
-        fields = line.split("|", 4)
-        if len(fields) != 5:
-            raise ParseError(f"expected 5 fields: {line[:120]!r}")
-        job_id, state, nodes, start, reason = (f.strip() for f in fields)
+        fields = line.split("|", 7)
+        if len(fields) != 8:
+            raise ParseError(f"expected 9 fields: {line[:120]!r}")
+        job_id, state, nodes, start, submit, restarts, uid = (f.strip() for f in fields[:7])
+        tail = fields[7][:-1] if fields[7].endswith("|") else fields[7]
+        name, _, reason = tail.partition("|")
         if not _JOB_ID.fullmatch(job_id) or not _NODES.fullmatch(nodes):
             raise ParseError(f"bad job id or node list: {line[:120]!r}")
-        if not _TIME.fullmatch(start) or len(reason) > 1000:
-            raise ParseError(f"bad start time or reason: {line[:120]!r}")
-        _add(found, JobRecord(job_id, _state(state, line), nodes, start, reason), line)
+        if not (_TIME.fullmatch(start) and _TIME.fullmatch(submit)) or len(tail) > 2000:
+            raise ParseError(f"bad start/submit time or reason: {line[:120]!r}")
+        if not _COUNT.fullmatch(restarts) or not _UID.fullmatch(uid):
+            raise ParseError(f"bad restart count or user id: {line[:120]!r}")
+        record = JobRecord(
+            job_id,
+            _state(state, line),
+            "" if nodes in _NO_NODES else nodes,
+            start,
+            reason.strip(),
+            submit=submit,
+            restarts=int(restarts),
+            uid=int(uid),
+            name=name.strip(),
+        )
+        _add(found, record, line)
     return found
 
 
-def parse_sacct(text: str) -> dict[str, JobRecord]:
-    """`sacct -P -n -X -o SACCT_FORMAT` output, by job id (job steps are skipped).
+def parse_sacct(text: str) -> list[JobRecord]:
+    """`sacct -P -n -X -o SACCT_FORMAT` output, every record (job steps are skipped).
 
-    With `-S` bounding the search a recycled job id cannot match an old job; should a job
-    still appear twice, the last line (the latest record) wins.
-    """
-    found: dict[str, JobRecord] = {}
+    sacct keeps every job ever run, so one id may have several records (ids are recycled);
+    the caller picks the one that is ours."""
+    found: list[JobRecord] = []
     for line in _lines(text):
-        fields = line.split("|")
-        if len(fields) != 4:
-            raise ParseError(f"expected 4 fields: {line[:120]!r}")
-        job_id, state, exit_code, nodes = (f.strip() for f in fields)
+        fields = line.split("|", 6)
+        if len(fields) != 7:
+            raise ParseError(f"expected 7 fields: {line[:120]!r}")
+        job_id, state, exit_code, nodes, uid, submit = (f.strip() for f in fields[:6])
         nodes = "" if nodes in _NO_NODES else nodes
         if re.fullmatch(r"\d{1,12}\.[A-Za-z0-9_+]{1,32}", job_id):
             continue  # a step: the allocation's own line says what we need
@@ -107,8 +129,19 @@ def parse_sacct(text: str) -> dict[str, JobRecord]:
             raise ParseError(f"bad job id or node list: {line[:120]!r}")
         if exit_code and not _EXIT.fullmatch(exit_code):
             raise ParseError(f"bad exit code: {line[:120]!r}")
-        state = _state(state, line)
-        found[job_id] = JobRecord(job_id, state, nodes, "", "", exit_code, "sacct")
+        if not _UID.fullmatch(uid) or not _TIME.fullmatch(submit):
+            raise ParseError(f"bad user id or submit time: {line[:120]!r}")
+        record = JobRecord(
+            job_id,
+            _state(state, line),
+            nodes,
+            exit_code=exit_code,
+            source="sacct",
+            submit=submit,
+            uid=int(uid),
+            name=fields[6].split("|", 1)[0].strip(),
+        )
+        found.append(record)
     return found
 
 
@@ -132,6 +165,8 @@ def parse_scontrol(text: str) -> dict[str, JobRecord]:
         if not _NODES.fullmatch(nodes):
             nodes = ""
         exit_code = fields.get("ExitCode", "")
+        uid = re.fullmatch(r"[^()]*\((\d{1,10})\)", fields.get("UserId", ""))
+        restarts = fields.get("Restarts", "0")
         record = JobRecord(
             job_id,
             _state(state, line),
@@ -140,6 +175,10 @@ def parse_scontrol(text: str) -> dict[str, JobRecord]:
             fields.get("Reason", ""),
             exit_code if _EXIT.fullmatch(exit_code) else "",
             "scontrol",
+            submit=fields.get("SubmitTime", ""),
+            restarts=int(restarts) if _COUNT.fullmatch(restarts) else 0,
+            uid=int(uid.group(1)) if uid else None,
+            name=fields.get("JobName", ""),
         )
         _add(found, record, line)
     return found

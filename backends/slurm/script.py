@@ -8,7 +8,9 @@ A value reaches the script in one of two places, and each has its own rule:
 
 How the job reports its port: the script picks a free TCP port in `port_range`, exports it as
 `FSM_PORT` and `PORT`, prints `FSM_PORT=<port>` to the job's output and writes `<port>` to
-`<port_dir>/<job id>.port` (default `~/.fsm/jobs`, on the cluster's shared home). A literal
+`<port_dir>/<job id>.<restart count>.<tag>.port` (default `~/.fsm/jobs`, on the cluster's
+shared home): one file per run, so a requeued run's new port is never confused with the old
+run's, nor one entity's file with another's that reused the job id. A literal
 `{port}` inside a command or environment value is replaced by the port at run time.
 """
 
@@ -250,7 +252,7 @@ def _with_port(value: str) -> str:
 
 
 def _sbatch_lines(job: JobOptions, tag: str | None) -> list[str]:
-    lines = [f"--job-name={job.job_name}"]
+    lines = [f"--job-name={job_name(job.job_name, tag)}"]
     pairs = (
         ("time", job.time),
         ("partition", job.partition),
@@ -268,6 +270,16 @@ def _sbatch_lines(job: JobOptions, tag: str | None) -> list[str]:
     if tag is not None:
         lines.append(f"--comment={tag}")
     return [f"#SBATCH {line}" for line in lines]
+
+
+def job_name(base: str, tag: str | None) -> str:
+    """The name the job is submitted with: the user's name, then `.<tag>` (see identity)."""
+    return base if tag is None else f"{base}.{tag}"
+
+
+def port_file(port_dir: str, job_id: str, restarts: int, tag: str | None) -> str:
+    """Where run `restarts` of job `job_id` writes its port (one file per run and entity)."""
+    return f"{port_dir.rstrip('/') or '/'}/{job_id}.{restarts}.{tag or 'untagged'}.port"
 
 
 _PICK_PORT = """\
@@ -294,7 +306,8 @@ def render_script(
 ) -> str:
     """The batch script, or `ScriptError` listing every invalid value.
 
-    `tag` goes into `--comment` so a submit retried after a crash finds its job again.
+    `tag` (the entity's, see identity) ends the job name and is the `--comment`: it proves the
+    job is ours, and a submit retried after a crash finds its job again by that name.
     """
     c = _Checker()
     job = parse_job_options(job_options, c)
@@ -307,13 +320,15 @@ def render_script(
         c.problems.append(f"port_range: {port_range!r} is not within 1024..65535")
     if c.problems:
         raise ScriptError(c.problems)
-    port_file = f'{_home_path(port_dir)}/"$SLURM_JOB_ID".port'
+    name = f".{tag or 'untagged'}.port"
+    run = '"$SLURM_JOB_ID"."${SLURM_RESTART_COUNT:-0}"'
+    port_path = f"{_home_path(port_dir)}/{run}{name}"
     lines = ["#!/bin/bash", *_sbatch_lines(job, tag), "set -euo pipefail"]
     lines += _PICK_PORT.format(low=low, span=high - low + 1).splitlines()
     lines += [
         'FSM_PORT=$(fsm_pick_port) || { echo "fsm: no free port" >&2; exit 97; }',
         'PORT="$FSM_PORT"',
-        f"FSM_PORT_FILE={port_file}",
+        f"FSM_PORT_FILE={port_path}",
         "export FSM_PORT PORT FSM_PORT_FILE",
         f"mkdir -p -- {_home_path(port_dir)}",
         'printf \'%s\\n\' "$FSM_PORT" > "$FSM_PORT_FILE.tmp"',

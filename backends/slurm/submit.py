@@ -5,8 +5,8 @@ backend's own `submit` command (sbatch) run through the worker, which records th
 Invalid options raise `ScriptError` before anything exists. If sbatch fails (the controller is
 down, ...) the entity stays in SUBMITTED without a job and the error is raised: run
 `worker.command(id, "submit", arguments)` again, or schedule it. A submit retried after a
-crash between sbatch and its record adopts the job (it carries a tag derived from the entity
-id) instead of submitting a second one.
+crash between sbatch and its record adopts the job (its name carries the entity's tag, see
+backends.slurm.identity) instead of submitting a second one.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from backends.slurm.backend import SlurmBackend, job_tag
-from backends.slurm.script import render_script
+from backends.slurm.backend import SlurmBackend
 from fsm import Engine
 from fsm.worker import Worker
 
@@ -33,14 +32,8 @@ def submit_service(
 ) -> str:
     """Create the service and submit its job; returns the entity id."""
     entity_id = entity_id or uuid.uuid4().hex
-    render_script(  # every problem with the options, before anything is created
-        job_options,
-        container_options,
-        tag=job_tag(entity_id),
-        port_dir=backend.port_dir,
-        port_range=backend.port_range,
-    )
-    engine.create("service", dict(data or {}), id=entity_id)
     arguments = {"job_options": dict(job_options), "container_options": dict(container_options)}
+    backend.script(entity_id, arguments)  # every problem with the options, before anything
+    engine.create("service", dict(data or {}), id=entity_id)
     worker.command(entity_id, "submit", arguments)
     return entity_id

@@ -1,4 +1,4 @@
-"""The built-in lifecycles (service, host, operation), shipped as YAML data like users' own."""
+"""The built-in lifecycles (service, host, operation, supervisor), shipped as YAML data."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import yaml
 from fsm.definition import Definition
 from fsm.lifecycle import Lifecycle
 
-BUILTIN_NAMES = ("service", "host", "operation")
+BUILTIN_NAMES = ("service", "host", "operation", "supervisor")
 
 
 def builtin_definition(name: str) -> Definition:

@@ -50,13 +50,15 @@ def transport(settings: dict[str, str], known_hosts: str | None = None) -> SshTr
 class SshRig:
     def __init__(self, path: Path, settings: dict[str, str]) -> None:
         self.engine = Engine(f"sqlite:///{path}", refresh_scale=0.1)
-        self.backend = SlurmBackend(transport(settings), health_timeout=2.0)
+        self.backend = SlurmBackend(
+            transport(settings), health_path="/", health_timeout=2.0, key_file=f"{path}.key"
+        )
         self.worker = Worker(self.engine, [self.backend], settings=WorkerSettings(max_backoff=1))
 
     def close(self) -> None:
         for entity in self.engine.list_entities():
             if not entity.terminal and "job_id" in entity.data:
-                self.backend.cancel(entity.id, str(entity.data["job_id"]))
+                self.backend.confirm_and_cancel(entity)
         self.backend.close()
         self.engine.close()
 
@@ -106,7 +108,7 @@ def test_the_life_cycle_through_ssh_and_a_tunnel(rig: SshRig) -> None:
     assert rig.engine.get(entity_id).data["tunnel"] is None
     time.sleep(0.5)
     assert not _alive(again["pid"])
-    job = rig.backend.squeue([str(data["job_id"])])[str(data["job_id"])]
+    job = rig.backend.cluster.squeue([str(data["job_id"])])[str(data["job_id"])]
     assert job.state in ("CANCELLED", "COMPLETING")
     calls = dict(rig.backend.calls)
     print(f"\nover ssh: SUBMITTED -> HEALTHY in {healthy_after:.1f}s, commands run: {calls}")
