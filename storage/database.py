@@ -33,6 +33,7 @@ _SQLITE_PRAGMAS = (
 )
 _READER_PRAGMAS = ("PRAGMA busy_timeout=5000", "PRAGMA temp_store=MEMORY")
 _FULL = 13  # SQLITE_FULL
+_CORRUPT = 11  # SQLITE_CORRUPT: a damaged page (`database disk image is malformed`)
 
 # Until `fsm.redaction` registers the project's policy (storage imports nothing of fsm): the
 # password of a URL and secret-looking query parameters, also in malformed URLs.
@@ -234,6 +235,10 @@ def translate(exc: SQLAlchemyError, url: str) -> StorageError:
     where = redacted(url)
     if getattr(original, "sqlite_errorcode", None) == _FULL or _sqlstate(original) == "53100":
         return DatabaseFull(f"{where}: the disk is full ({text}); free space and it resumes")
+    if (getattr(original, "sqlite_errorcode", None) or 0) & 0xFF == _CORRUPT:
+        return DatabaseCorrupt(
+            f"{where} is damaged ({text}); no write can succeed: restore it from a backup"
+        )
     if isinstance(original, sqlite3.Error):
         path = sqlite_path(url)
         name = getattr(original, "sqlite_errorname", "") or ""
