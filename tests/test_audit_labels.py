@@ -21,9 +21,7 @@ def test_control_characters_in_a_source_are_refused_and_the_batch_survives(
     engine = Engine(f"sqlite:///{tmp_path}/fsm.db")
     try:
         good, bad = engine.create("service").id, engine.create("service").id
-        result = engine.apply(
-            [Event(good, "job_pending"), Event(bad, "job_pending", source=label)]
-        )
+        result = engine.apply([Event(good, "job_pending"), Event(bad, "job_pending", source=label)])
         assert result.outcomes[0].error is None
         assert isinstance(result.outcomes[1].error, InvalidInput)
         assert engine.get(good).state == "PENDING"
