@@ -38,7 +38,7 @@ from tests.azure_bench import (
 )
 from tests.azure_support import database_text, require_fake_vms
 from tests.fake_arm import FakeArm
-from tests.mlos_support import CONFIG_DIR, run_mlos_bench, scratch_repo
+from tests.mlos_support import CONFIG_DIR, confirmed, run_mlos_bench, scratch_repo
 
 pytest_plugins = ["tests.azure_fixtures"]  # the fake ARM's fixtures
 
@@ -140,7 +140,7 @@ def test_azure_redis_bench_trial_over_the_fake_arm(
     assert arm.world.vms == {} and arm.world.machines == {}
     engine = Engine(f"sqlite:///{db}", migrate=False)
     try:
-        events = [t.event for t in engine.history(f"{host.id}")]
+        events = [confirmed(t.event, t.to_state) for t in engine.history(f"{host.id}")]
         assert events[:2] == ["provision", "running"] and events[-2:] == ["deprovision", "deleted"]
         assert "adopted_running" not in events  # found in the database, not adopted
         assert engine.verify() == []

@@ -332,6 +332,19 @@ def test_a_retried_submit_adopts_its_job(
     assert fake.jobs[first].name == "svc." + backend.tag("svc-1")
 
 
+def test_a_reused_entity_id_never_adopts_the_old_entitys_job(
+    engine: Engine, backend: SlurmBackend, fake: FakeSlurm
+) -> None:
+    """The same id in a new database (or a supervisor's attempt ids again) carries the same tag:
+    a job of ours still listed under it, submitted before this entity existed, is not its job."""
+    arguments = {"job_options": JOB, "container_options": BOX}
+    old = backend.submit_job("svc-1", arguments)
+    fake.jobs[old].submitted = datetime.now(UTC) - timedelta(hours=1)
+    new = backend.submit_job("svc-1", arguments, datetime.now(UTC))
+    assert new != old and fake.count("sbatch") == 2
+    assert backend.submit_job("svc-1", arguments, datetime.now(UTC) - timedelta(minutes=1)) == new
+
+
 def test_lost_after_counts_from_when_the_job_was_last_seen(
     engine: Engine, worker: Worker, backend: SlurmBackend, fake: FakeSlurm, clock: ManualClock
 ) -> None:

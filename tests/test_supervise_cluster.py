@@ -25,7 +25,7 @@ HTTP = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
 
 
 def slurm_state(backend: SlurmBackend, job: str) -> str:
-    record = backend.squeue([job]).get(job)
+    record = backend.cluster.squeue([job]).get(job)
     return record.state if record is not None else "GONE"
 
 
@@ -35,7 +35,7 @@ def test_scancel_by_someone_else_is_restarted_and_a_stop_restarts_nothing(
     require(cluster_problem())
     OUTPUT.mkdir(exist_ok=True)
     engine = Engine(f"sqlite:///{tmp_path}/fsm.db", refresh_scale=0.1)
-    backend = SlurmBackend(LocalTransport(timeout=5.0), health_timeout=1.0)
+    backend = SlurmBackend(LocalTransport(timeout=5.0), health_path="/", health_timeout=1.0)
     worker = Worker(engine, [backend], settings=WorkerSettings(max_backoff=1.0))
     service = Service(engine, worker, backend)
     policy = {"max_restarts": 2, "backoff": {"initial": 0.5, "max": 1}}
@@ -81,6 +81,6 @@ def test_scancel_by_someone_else_is_restarted_and_a_stop_restarts_nothing(
     finally:
         for entity in engine.list_entities(lifecycle="service"):
             if not entity.terminal and "job_id" in entity.data:
-                backend.cancel(entity.id, str(entity.data["job_id"]))
+                backend.confirm_and_cancel(entity)  # only ever a job our tag proves ours
         backend.close()
         engine.close()

@@ -22,7 +22,7 @@ from typing import Any
 
 from backends.base import Backend, CommandFailed, CommandResult
 from backends.slurm.cluster import Cluster
-from backends.slurm.identity import Identity, load_key
+from backends.slurm.identity import Identity, controller_time, load_key
 from backends.slurm.observe import FINAL_PHASES, Observer, job_id_of
 from backends.slurm.parse import JobRecord, ParseError
 from backends.slurm.script import job_name, port_file, render_script
@@ -165,19 +165,29 @@ class SlurmBackend(Backend):
             port_range=self.settings.port_range,
         )
 
-    def _mine(self, entity_id: str, records: Sequence[JobRecord]) -> list[JobRecord]:
+    def _mine(
+        self, entity_id: str, records: Sequence[JobRecord], not_before: str | None
+    ) -> list[JobRecord]:
         uid = self.cluster.uid()
-        return [r for r in records if self.identity.owns(entity_id, r, uid, None)]
+        return [r for r in records if self.identity.owns(entity_id, r, uid, not_before)]
 
-    def submit_job(self, entity_id: str, arguments: Mapping[str, Any]) -> str:
-        """sbatch the service's script (or find the job a crashed submit left); its job id."""
+    def submit_job(
+        self, entity_id: str, arguments: Mapping[str, Any], created_at: datetime | None = None
+    ) -> str:
+        """sbatch the service's script (or find the job a crashed submit left); its job id.
+
+        A job found by name is taken only if it was submitted after the entity was created
+        (`created_at`, written by the engine): an entity id used again — a new database, a
+        supervisor's attempt ids — must not adopt the old entity's job, still listed."""
         script = self.script(entity_id, arguments)
         raw = arguments.get("job_options") or {}
         base = str(raw.get("job_name", raw.get("job-name", "fsm-service")))
         name = job_name(base, self.identity.tag(entity_id))
         try:
             with self.cluster.budget(self.command_timeout * _INSIDE):
-                found = self._mine(entity_id, self.cluster.squeue_named([name]))
+                found = self._mine(
+                    entity_id, self.cluster.squeue_named([name]), controller_time(created_at)
+                )
                 if found:
                     job = max(found, key=lambda r: int(r.job_id)).job_id
                     log.info("slurm: %s already has job %s; not submitting again", entity_id, job)
@@ -212,7 +222,7 @@ class SlurmBackend(Backend):
                 return CommandResult(events=(), payload={"job_id": job})
             if entity.state != "SUBMITTED":
                 raise CommandFailed("submit", entity.id, f"a {entity.state} service is not new")
-            job = self.submit_job(entity.id, arguments)
+            job = self.submit_job(entity.id, arguments, entity.created_at)
             data = {"job_id": job, "submitted_at": now.isoformat()}
             return CommandResult(data=data, events=("job_pending",), payload={"job_id": job})
         if command in STOP_COMMANDS:

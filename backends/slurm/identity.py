@@ -22,6 +22,7 @@ import hmac
 import os
 import secrets
 import stat
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from backends.slurm.parse import JobRecord
@@ -103,3 +104,12 @@ class Identity:
         if not record.name.endswith("." + self.tag(entity_id)):
             return False
         return submit_time is None or not record.submit or record.submit >= submit_time
+
+
+def controller_time(moment: datetime | None) -> str | None:
+    """`moment` as the controller prints submit times (local time, whole seconds), to compare
+    as text with a job's; one second earlier, as the controller truncates."""
+    if moment is None:
+        return None
+    local = (moment - timedelta(seconds=1)).astimezone()
+    return local.strftime("%Y-%m-%dT%H:%M:%S")
