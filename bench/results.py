@@ -146,10 +146,18 @@ class Result:
     ratio_max: float | None = None
     reps: int = 1
     notes: str = ""
+    measured: bool = True  # False: a target named but not measured; `notes` says why
+
+    @classmethod
+    def not_measured(cls, name: str, unit: str, target: Target, why: str) -> Result:
+        nan = math.nan
+        return cls(
+            name, nan, unit, nan, unit, nan, target, notes=f"not measured: {why}", measured=False
+        )
 
     @property
     def passed(self) -> bool | None:
-        if self.target is None:
+        if self.target is None or not self.measured:
             return None
         return self.target.met(self.value if self.target.on == "value" else self.ratio)
 
@@ -179,6 +187,16 @@ class Result:
         )
 
     def as_json(self) -> dict[str, Any]:
+        if not self.measured:  # no NaN in the JSON
+            return {
+                "value": None,
+                "unit": self.unit,
+                "ratio": None,
+                "measured": False,
+                "target": str(self.target),
+                "pass": None,
+                "notes": self.notes,
+            }
         return {
             "value": self.value,
             "unit": self.unit,
@@ -214,6 +232,9 @@ def render(results: Sequence[Result]) -> str:
     header = ("benchmark", "value", "anchor", "ratio", "min..max", "target", "result")
     rows = []
     for r in results:
+        if not r.measured:
+            rows.append((r.name, "not measured", "-", "-", "-", str(r.target), "(n/m)"))
+            continue
         spread = (
             f"{r.ratio_min:.2f}..{r.ratio_max:.2f}"
             if r.ratio_min is not None and r.ratio_max is not None and r.reps > 1

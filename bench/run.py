@@ -70,6 +70,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "backend_calls": ("backend_calls_per_cycle",),
     "pg_batch": ("pg_batch_raw",),
     "pg_two_workers": ("pg_two_workers",),
+    "run_lag": ("run_lag_100k",),
     "slurm_calls": ("slurm_calls_per_cycle",),
     "demo": ("demo_wall_seconds",),
 }
@@ -87,6 +88,7 @@ def run_group(bench: Bench, group: str) -> list[Result]:
         "backend_calls": bench.backend_calls,
         "pg_batch": bench.pg_batch,
         "pg_two_workers": bench.pg_two_workers,
+        "run_lag": bench.run_lag,
         "slurm_calls": bench.slurm_calls,
         "demo": bench.demo,
     }
