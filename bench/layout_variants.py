@@ -3,15 +3,17 @@
     python bench/layout_variants.py                  # 100k entities, batches of 1000
     python bench/layout_variants.py --entities 20000 # smaller
 
-Every variant starts from the same database of fresh entities as the engine writes it with the
-pre-0006 schema (history keyed by (entity_id, seq)), changed by plain DDL, then VACUUMed so all
+Evidence for a future history-layout migration (none is on main yet). Every variant starts from
+the same database of fresh entities as the engine writes it with main's schema (history keyed
+by (entity_id, seq)), changed by plain DDL, then VACUUMed so all
 start equally compact. Each then runs the same batches (events in one random order): BEGIN
 IMMEDIATE, the SELECT of the rows, executemany UPDATE of the heads, executemany INSERT of the
 transitions, COMMIT, every parameter computed beforehand. The variants run interleaved batch by
 batch; times are relative to the first (the old layout).
 
 Variants:
-- old: transition keyed by (entity_id, seq): every append dirties a random page of that index;
+- old: main's layout, transition keyed by (entity_id, seq): every append dirties a random
+  page of that index;
 - backptr: transition keyed by an integer id (appends are local), each row pointing at the
   entity's previous transition, the entity at its last; history = a walk along the pointers;
 - backptr+partial: also the mostly-NULL deadline_at / parent_id indexes made partial;
