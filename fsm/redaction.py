@@ -29,6 +29,7 @@ from fsm.secret_words import (
     EXCUSED_BY,
     FIXED_PATTERNS,
     FLAG,
+    FLAG_VALUE,
     HINT,
     INFIXES,
     KEY,
@@ -239,9 +240,16 @@ class RedactionPolicy:
         masked = self._fixed.sub(_mask_groups, text)
         if "=" in masked or ":" in masked:
             masked = self._mask_pairs(masked)
+        if "--" in masked:
+            masked = FLAG_VALUE.sub(self._mask_flag_value, masked)
         for pattern in self._custom:
             masked = pattern.sub(_mask_custom, masked)
         return masked
+
+    def _mask_flag_value(self, match: re.Match[str]) -> str:
+        if match.group("value") == REDACTED or not self.is_secret_key(match.group("flag")):
+            return match.group(0)
+        return match.group(0)[: match.start("value") - match.start(0)] + REDACTED
 
     def _mask_pairs(self, text: str) -> str:
         parts: list[str] = []

@@ -33,6 +33,7 @@ from fsm.worker import (
     WorkerStuck,
 )
 from storage import DatabaseCorrupt, StorageError, WorkerRefused
+from storage.sqlite_file import read_only_fs
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,18 @@ class SingleWorkerLock:
     def __enter__(self) -> SingleWorkerLock:
         if self.path is None:
             return self
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:  # opened for writing (never written): a file we cannot write fails here, not
+            # at every tick (read-only file system, mode, owner, an immutable/append-only flag)
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
-            raise WorkerRefused(f"cannot open {self.path} to lock it: {exc.strerror}") from None
+            if read_only_fs(self.path):
+                raise WorkerRefused(
+                    f"cannot run a worker on {self.path}: its file system is read-only; nothing "
+                    "is wrong with the file (copy it to a writable folder, or remount read-write)"
+                ) from None
+            raise WorkerRefused(
+                f"cannot open {self.path} to lock it: {exc.strerror} (a worker must write it)"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

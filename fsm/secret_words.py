@@ -115,7 +115,13 @@ KEY = re.compile(
     r"(?:[ \t]*=[ \t]*|[ \t]*:[ \t]+|:(?=[\"']))"
 )
 VALUE = re.compile(r"\"(?:[^\"\\\n]|\\.)*\"?|'(?:[^'\\\n]|\\.)*'?|[^\s,;&'\"<>(){}\[\]]+")
+# `--password value` in text (a command line, a logged argv list `['--password', 'value']`):
+# the value is masked when the flag is secret, as in an argv list
+FLAG_VALUE = re.compile(
+    r"(?<![\w-])(?P<q>[\"']?)--(?P<flag>[A-Za-z][\w.-]{0,63})(?P=q)(?:[ \t]+|,[ \t]*)"
+    r"(?P<vq>[\"']?)(?P<value>[^\s\"',\[\](){}-][^\s\"',\[\](){}]*)"
+)
 HINT = (
-    r"[=:]|-----BEGIN|(?i:bearer|token|apikey|digest|negotiate|basic)|eyJ"
+    r"[=:]|--|-----BEGIN|(?i:bearer|token|apikey|digest|negotiate|basic)|eyJ"
     r"|gh[pousr]_|github_pat_|xox[abprs]-|AKIA|AIza|hf_|sk-"
 )

@@ -61,13 +61,17 @@ def _shown(value: object, limit: int = 40) -> str:
     return type(value).__name__
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _text_problem(value: str, max_length: int, *, nul: bool = False) -> str | None:
-    """Why `value` cannot be stored as text; NUL is allowed (`nul`) only inside JSON, where it
-    is escaped (a PostgreSQL text column refuses it)."""
+    """Why `value` cannot be stored as text. Ids, names and sources are labels printed on
+    terminals: no control character (an escape sequence in a source would drive the terminal
+    of whoever runs `fsm watch`). Inside JSON (`nul`) anything goes: it is escaped there."""
     if len(value) > max_length:
         return f"longer than {max_length} characters ({len(value)})"
-    if not nul and "\x00" in value:
-        return "contains a NUL character"
+    if not nul and _CONTROL.search(value):  # NUL breaks PostgreSQL; ESC, CR... a terminal
+        return "contains a control character"
     if not value.isascii():
         try:
             value.encode("utf-8")

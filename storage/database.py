@@ -33,6 +33,7 @@ _SQLITE_PRAGMAS = (
 )
 _READER_PRAGMAS = ("PRAGMA busy_timeout=5000", "PRAGMA temp_store=MEMORY")
 _FULL = 13  # SQLITE_FULL
+_CORRUPT = 11  # SQLITE_CORRUPT: a damaged page (`database disk image is malformed`)
 
 # Until `fsm.redaction` registers the project's policy (storage imports nothing of fsm): the
 # password of a URL and secret-looking query parameters, also in malformed URLs.
@@ -50,6 +51,27 @@ def _mask_urls(text: str) -> str:
 
 
 _redact_text: Callable[[str], str] = _mask_urls
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://(?P<userinfo>[^/?#]*)@")
+
+
+def _password_pieces(url: str) -> list[str]:
+    """The password of `url` read greedily (up to the last `@` of its authority) and its parts
+    between `@`s: a driver that split a raw `@` in a password at the first one names the rest
+    as the host in its message (`failed to resolve host 'ss<secret>@db'`)."""
+    found = _USERINFO.match(url)
+    if found is None or ":" not in found.group("userinfo"):
+        return []
+    password = found.group("userinfo").partition(":")[2]
+    pieces = {password, *password.split("@")}
+    return sorted((p for p in pieces if len(p) >= 3), key=len, reverse=True)
+
+
+def _mask_message(text: str, url: str) -> str:
+    """A driver's message about `url`, with the policy applied and every piece of the URL's
+    password masked wherever it appears."""
+    for piece in _password_pieces(url):
+        text = text.replace(piece, "***")
+    return _redact_text(text)
 
 
 def use_redactor(redactor: Callable[[str], str]) -> None:
@@ -189,7 +211,8 @@ def open_engine(url: str, *, read_only: bool = False) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-        raise DatabaseUnavailable(f"cannot open {redacted(url)}: {_redact_text(str(exc))}") from exc
+        reason = _mask_message(str(exc), url)
+        raise DatabaseUnavailable(f"cannot open {redacted(url)}: {reason}") from exc
 
 
 _FILE_ERRORS = ("SQLITE_NOTADB", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")
@@ -208,10 +231,14 @@ def _first_line(exc: BaseException) -> str:
 def translate(exc: SQLAlchemyError, url: str) -> StorageError:
     """Turn a driver error into a typed, one-line storage error (secrets masked)."""
     original = exc.orig if isinstance(exc, DBAPIError) else None
-    text = _redact_text(_first_line(original or exc))
+    text = _mask_message(_first_line(original or exc), url)
     where = redacted(url)
     if getattr(original, "sqlite_errorcode", None) == _FULL or _sqlstate(original) == "53100":
         return DatabaseFull(f"{where}: the disk is full ({text}); free space and it resumes")
+    if (getattr(original, "sqlite_errorcode", None) or 0) & 0xFF == _CORRUPT:
+        return DatabaseCorrupt(
+            f"{where} is damaged ({text}); no write can succeed: restore it from a backup"
+        )
     if isinstance(original, sqlite3.Error):
         path = sqlite_path(url)
         name = getattr(original, "sqlite_errorname", "") or ""

@@ -101,6 +101,7 @@ def check_existing(path: Path) -> None:
         raise DatabaseUnavailable(f"cannot read database {path}: permission denied")
     if path.stat().st_size == 0:
         raise DatabaseCorrupt(f"database {path} is an empty file, not an fsm database")
+    _refuse_links(path)  # a reader too: SQLite opens `-shm` read-write, through a link
     try:
         conn = sqlite3.connect(readable_uri(path), uri=True)
         try:

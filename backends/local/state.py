@@ -60,6 +60,9 @@ def open_state_dir(path: Path) -> int:
         _check(path, info)
         if stat.S_IMODE(info.st_mode) != 0o700:
             os.fchmod(fd, 0o700)  # ours, but readable by others: make it private
+    except OSError as exc:
+        os.close(fd)
+        raise StateDirError(f"cannot make state_dir {path} private: {exc.strerror}") from exc
     except BaseException:
         os.close(fd)
         raise
