@@ -11,24 +11,18 @@ import os
 import shutil
 import sqlite3
 import statistics
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import perf_counter
 from typing import Any, TypeVar
 
-from transitions import Machine
+from rawfsm import raw_machine
 
 from backends.sim import SimBackend, populate
 from fsm import Engine, Event, ManualClock, NewEntity, Store
 from fsm.definition import Definition
-from fsm.engine import DEFAULT_REFRESH_SECONDS
-from fsm.lifecycle import Lifecycle
-from storage.database import _SQLITE_PRAGMAS
-from storage.records import EntityRow, EntityUpdate, TransitionRow
-from storage.store import UnitOfWork
 
 T = TypeVar("T")
 
@@ -221,7 +215,7 @@ def sim_clock(seconds: float) -> ManualClock:
     return ManualClock(SIM_ORIGIN + timedelta(seconds=seconds))
 
 
-def build_sim_template(path: Path, count: int, chunk: int = 5000) -> list[str]:
+def build_sim_template(path: Path | str, count: int, chunk: int = 5000) -> list[str]:
     """`count` sim services created at SIM_ORIGIN, then recorded PENDING at SETUP_AT (what a
     refresh then observes for every one of them: job_pending), each due again 10 s later.
 
@@ -229,7 +223,7 @@ def build_sim_template(path: Path, count: int, chunk: int = 5000) -> list[str]:
     would record it, source "sim"), rather than a whole refresh cycle, which costs more.
     """
     clock = sim_clock(0.0)
-    engine = Engine(sqlite_url(path), clock=clock)
+    engine = Engine(path if isinstance(path, str) else sqlite_url(path), clock=clock)
     try:
         ids = populate(engine, sim_backend(), services=count, chunk=chunk)
         clock.advance(SETUP_AT)
@@ -253,6 +247,8 @@ class SimPlan:
     events: int  # events in all
     transitions: int  # state changes they make
     moved: int  # entities that change state at least once
+    ids: tuple[str, ...] = ()  # the entity of each step
+    data: tuple[dict[str, Any], ...] = ()  # the data each observation reports
 
 
 def sim_plan(path: Path, ids: Sequence[str], definition: Definition, chunk: int = 5000) -> SimPlan:
@@ -262,6 +258,8 @@ def sim_plan(path: Path, ids: Sequence[str], definition: Definition, chunk: int 
     now = sim_clock(CYCLE_AT)()
     store = Store(sqlite_url(path))
     steps: list[tuple[str, tuple[str, ...]]] = []
+    order: list[str] = []
+    reported: list[dict[str, Any]] = []
     try:
         for start in range(0, len(ids), chunk):
             with store.transaction() as uow:  # the rows as the worker reads them
@@ -272,6 +270,8 @@ def sim_plan(path: Path, ids: Sequence[str], definition: Definition, chunk: int 
                 if observation.failure is not None:
                     raise RuntimeError(f"the sim failed to observe {entity_id}")
                 steps.append((rows[entity_id].state, observation.events))
+                order.append(entity_id)
+                reported.append(dict(observation.data or {}))
     finally:
         store.close()
     if len(steps) != len(ids):
@@ -290,230 +290,13 @@ def sim_plan(path: Path, ids: Sequence[str], definition: Definition, chunk: int 
         changes[step] = count
     transitions = sum(changes[step] for step in steps)
     moved = sum(1 for step in steps if changes[step])
-    return SimPlan(tuple(steps), sum(len(e) for _, e in steps), transitions, moved)
-
-
-def replay(model: RawModel, steps: Sequence[tuple[str, tuple[str, ...]]]) -> None:
-    """The refresh anchor: put the one model in each entity's recorded state, trigger its
-    observed events."""
-    for state, events in steps:
-        model.state = state
-        for name in events:
-            model.trigger(name)
-
-
-# -- the rules, precomputed for the anchors and the naive ORM route ----------------------------
-
-
-class Rules:
-    """What a writer outside the engine needs to store the same rows the engine stores.
-
-    The destination of each unguarded (state, event) is read once, at setup, off the compiled
-    lifecycle, so the anchors spend no time deciding: they are the cost floor of the writes.
-    """
-
-    def __init__(self, lifecycle: Lifecycle, default_refresh: float = DEFAULT_REFRESH_SECONDS):
-        self.version = lifecycle.version
-        self.terminal = lifecycle.terminal
-        self.dest: dict[tuple[str, str], str] = {}
-        for state in lifecycle.states:
-            for event in lifecycle.allowed[state]:
-                found = lifecycle.candidates(state, event) or ()
-                unguarded = [c for c in found if not c.checks]
-                if unguarded:
-                    self.dest[(state, event)] = unguarded[0].dest
-        self.limit: dict[str, timedelta | None] = {}
-        self.refresh: dict[str, timedelta | None] = {}
-        for name, spec in lifecycle.states.items():
-            self.limit[name] = (
-                None if spec.time_limit is None else timedelta(seconds=spec.time_limit)
-            )
-            every = spec.refresh if spec.refresh is not None else default_refresh
-            self.refresh[name] = None if name in self.terminal else timedelta(seconds=every)
-
-
-def iso(value: datetime | None) -> str | None:
-    """The fixed-width text the project keeps in SQLite (`storage.types.sqlite_time`)."""
-    return None if value is None else value.isoformat(timespec="microseconds")
-
-
-class RawSqliteWriter:
-    """The persist_single anchor: stdlib sqlite3, the project's pragmas and schema.
-
-    Per event: BEGIN IMMEDIATE, a versioned UPDATE of the entity head (same columns and values
-    as the engine), an INSERT of the transition row, COMMIT. No read: the heads are tracked in
-    Python, so this is the floor of "insert + versioned update per commit".
-    """
-
-    UPDATE = (
-        "UPDATE entity SET state = ?, terminal = ?, version = ?, seq = ?, state_entered_at = ?, "
-        "deadline_at = ?, next_refresh_at = ?, updated_at = ?, definition_version = ? "
-        "WHERE id = ? AND version = ?"
-    )
-    INSERT = (
-        "INSERT INTO transition (entity_id, seq, from_state, to_state, event, source, payload, "
-        "observed_at, recorded_at, definition_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-
-    def __init__(self, path: Path, rules: Rules, ids: Sequence[str]) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        for pragma in _SQLITE_PRAGMAS:
-            self.conn.execute(pragma)
-        self.rules = rules
-        self.heads: dict[str, tuple[str, int, int]] = {}
-        for chunk in range(0, len(ids), 500):
-            part = ids[chunk : chunk + 500]
-            marks = ", ".join("?" * len(part))
-            sql = f"SELECT id, state, version, seq FROM entity WHERE id IN ({marks})"
-            for entity_id, state, version, seq in self.conn.execute(sql, part):
-                self.heads[entity_id] = (state, version, seq)
-
-    def step(self, entity_id: str, event: str) -> None:
-        rules = self.rules
-        state, version, seq = self.heads[entity_id]
-        dest = rules.dest[(state, event)]
-        now = datetime.now(UTC)
-        stamp = iso(now)
-        limit = rules.limit[dest]
-        refresh = rules.refresh[dest]
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        matched = conn.execute(
-            self.UPDATE,
-            (
-                dest,
-                dest in rules.terminal,
-                version + 1,
-                seq + 1,
-                stamp,
-                None if limit is None else iso(now + limit),
-                None if refresh is None else iso(now + refresh),
-                stamp,
-                rules.version,
-                entity_id,
-                version,
-            ),
-        ).rowcount
-        if matched != 1:
-            conn.rollback()
-            raise RuntimeError(f"version conflict on {entity_id}")
-        conn.execute(
-            self.INSERT,
-            (entity_id, seq + 1, state, dest, event, "user", "{}", stamp, stamp, rules.version),
-        )
-        conn.commit()
-        self.heads[entity_id] = (dest, version + 1, seq + 1)
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-# -- the raw `transitions` anchor ----------------------------------------------------------------
-
-
-class RawModel:
-    """The one model a plain `transitions.Machine` moves (what the engine avoids per entity)."""
-
-    state: str
-    trigger: Callable[..., bool]  # added by the machine
-
-    def __init__(self) -> None:
-        self.deadline_at: datetime | None = None
-        self.observed_at = datetime.now(UTC)
-
-    def time_limit_exceeded(self) -> bool:
-        return self.deadline_at is not None and self.observed_at >= self.deadline_at
-
-
-def raw_machine(definition: Definition) -> tuple[Machine, RawModel]:
-    """A plain Machine with the same states and transitions, `model=` one object."""
-    model = RawModel()
-    machine = Machine(
-        model=model,
-        states=list(definition.state_names),
-        initial=definition.initial,
-        auto_transitions=False,
-    )
-    for t in definition.transitions:
-        for guard in (*t.guards, *t.unless):
-            if not callable(getattr(model, guard, None)):
-                raise RuntimeError(f"the raw anchor has no guard {guard!r}")
-        machine.add_transition(
-            t.trigger, list(t.sources), t.dest, conditions=list(t.guards), unless=list(t.unless)
-        )
-    return machine, model
-
-
-# -- a store without a database, for the engine's in-memory path -----------------------------------
-
-
-class _MemoryUnitOfWork(UnitOfWork):
-    def __init__(self, rows: dict[str, EntityRow]) -> None:  # no connection: nothing to run
-        self._rows = rows
-
-    def ensure_definition(
-        self, name: str, version: str, body: dict[str, Any], now: datetime
-    ) -> None:
-        return None
-
-    def lock_entities(self, ids: Any) -> dict[str, EntityRow]:
-        rows = self._rows
-        return {i: rows[i] for i in dict.fromkeys(ids) if i in rows}
-
-    def write(self, updates: Sequence[EntityUpdate], transitions: Sequence[TransitionRow]) -> None:
-        rows = self._rows
-        for u in updates:
-            rows[u.id] = rows[u.id]._replace(
-                state=u.state,
-                terminal=u.terminal,
-                version=u.version,
-                seq=u.seq,
-                state_entered_at=u.state_entered_at,
-                deadline_at=u.deadline_at,
-                next_refresh_at=u.next_refresh_at,
-                updated_at=u.updated_at,
-                definition_version=u.definition_version,
-                data=u.data if u.data is not None else rows[u.id].data,
-            )
-
-
-class MemoryStore(Store):
-    """A `Store` that keeps entity heads in a dict and drops transitions: no database at all."""
-
-    def __init__(self) -> None:  # deliberately no engine
-        self.url = "memory://"
-        self.dialect = "memory"
-        self.rows: dict[str, EntityRow] = {}
-
-    def close(self) -> None:
-        return None
-
-    def ensure_definition(
-        self, name: str, version: str, body: dict[str, Any], now: datetime
-    ) -> None:
-        return None
-
-    @contextmanager
-    def transaction(self) -> Iterator[UnitOfWork]:
-        yield _MemoryUnitOfWork(self.rows)
-
-
-def fresh_row(entity_id: str, lifecycle: Lifecycle, now: datetime) -> EntityRow:
-    """An entity as `Engine.create_many` makes it (no data, no deadline in the initial state)."""
-    return EntityRow(
-        id=entity_id,
-        lifecycle=lifecycle.name,
-        definition_version=lifecycle.version,
-        state=lifecycle.initial,
-        terminal=lifecycle.is_terminal(lifecycle.initial),
-        version=1,
-        seq=0,
-        state_entered_at=now,
-        deadline_at=None,
-        next_refresh_at=now,
-        created_at=now,
-        updated_at=now,
-        data={},
+    return SimPlan(
+        tuple(steps),
+        sum(len(e) for _, e in steps),
+        transitions,
+        moved,
+        tuple(order),
+        tuple(reported),
     )
 
 

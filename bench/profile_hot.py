@@ -36,20 +36,18 @@ from typing import Any
 from benchlib import (
     CYCLE_AT,
     SERVICE,
-    MemoryStore,
-    Rules,
     batch_event,
     build_sim_template,
     build_template,
     copy_database,
     life_event,
-    raw_machine,
-    replay,
     sim_backend,
     sim_clock,
     sim_plan,
     sqlite_url,
 )
+from memstore import MemoryStore
+from rawfsm import Rules, raw_machine, replay
 from sqlalchemy import event as sa_event
 
 from fsm import Engine, Event, Store, Worker, WorkerSettings

@@ -1,0 +1,140 @@
+"""(e) The refresh floor: the worker's statements alone, every parameter computed beforehand."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from anchors import raw_connection
+from benchlib import SimPlan
+from rawfsm import Rules, raw_machine
+
+from fsm.lifecycle import Lifecycle
+from storage.hotsql import ENTITY_COLUMNS, HotSql
+from storage.records import EntityUpdate, TransitionRow
+
+
+class RefreshFloor:
+    """(e) One refresh cycle as the worker's statements alone: per batch a claim transaction
+    (the due SELECT in next_refresh_at order + the lease UPDATE) and a write transaction (the
+    re-read of the claimed rows, executemany of the heads with their data, the transitions and
+    the next-refresh marks), every parameter computed beforehand from the sim plan."""
+
+    OWNER = "floor"
+
+    def __init__(
+        self,
+        path: Path,
+        plan: SimPlan,
+        lifecycle: Lifecycle,
+        rules: Rules,
+        now: datetime,
+        batch: int,
+        tick: int,
+    ) -> None:
+        self.conn = raw_connection(path)
+        self.hot = hot = HotSql("sqlite")
+        self.batch, self.tick = batch, tick
+        out = hot.codec.time_out
+        self.now_text, self.lease_text = out(now), out(now + timedelta(seconds=30))
+        stored = {
+            v[0]: v for v in self.conn.execute(f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entity")
+        }
+        _machine, model = raw_machine(lifecycle.definition)
+        self.writes: dict[str, tuple[Any, list[tuple[Any, ...]], tuple[Any, ...]]] = {}
+        for entity_id, (state, events), seen in zip(plan.ids, plan.steps, plan.data, strict=True):
+            values = stored[entity_id]
+            version, seq = values[5], values[6]
+            model.state = state
+            moves = []
+            for name in events:
+                before = model.state
+                model.trigger(name)
+                if model.state != before:
+                    seq += 1
+                    moves.append(
+                        hot.transition_params(
+                            TransitionRow(
+                                entity_id,
+                                seq,
+                                before,
+                                model.state,
+                                name,
+                                "sim",
+                                {},
+                                now,
+                                now,
+                                rules.version,
+                            )
+                        )
+                    )
+            dest = model.state
+            data = {**json.loads(values[15]), **seen}
+            refresh = rules.refresh[dest]
+            limit = rules.limit[dest]
+            head = EntityUpdate(
+                entity_id,
+                version,
+                dest,
+                dest in rules.terminal,
+                version + len(moves) + 1,
+                seq,
+                now,
+                None if limit is None else now + limit,
+                None if refresh is None else now + refresh,
+                now,
+                rules.version,
+                data,
+            )
+            mark = (out(None if refresh is None else now + refresh), 0, entity_id, self.OWNER)
+            self.writes[entity_id] = (hot.update_params(head), moves, mark)
+        self.claim = (
+            f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entity WHERE next_refresh_at <= ? AND "
+            "(lease_expires_at IS NULL OR lease_expires_at <= ?) AND +lifecycle IN (?) "
+            "ORDER BY next_refresh_at LIMIT ?"
+        )
+        self.finish = (
+            "UPDATE entity SET next_refresh_at = ?, observation_failures = ?, lease_owner = NULL,"
+            " lease_expires_at = NULL WHERE id = ? AND lease_owner = ?"
+        )
+        self.claimed = 0
+
+    def lane(self, _chunk: int) -> float:
+        from time import perf_counter
+
+        began = perf_counter()
+        for _ in range(self.tick):
+            if not self._batch():
+                break
+        return perf_counter() - began
+
+    def _batch(self) -> bool:
+        conn, hot = self.conn, self.hot
+        conn.execute("BEGIN IMMEDIATE")
+        rows = conn.execute(
+            self.claim, (self.now_text, self.now_text, "service", self.batch)
+        ).fetchall()
+        ids = [r[0] for r in rows]
+        if ids:
+            marks = ", ".join("?" * len(ids))
+            conn.execute(
+                f"UPDATE entity SET lease_owner = ?, lease_expires_at = ? WHERE id IN ({marks})",
+                (self.OWNER, self.lease_text, *ids),
+            )
+        conn.commit()
+        if not ids:
+            return False
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(hot.select_by_ids(len(ids), lock=False)[0], ids).fetchall()
+        writes = [self.writes[i] for i in ids]
+        conn.executemany(hot.update_head_and_data, [w[0] for w in writes])  # the store's order
+        conn.executemany(hot.insert_transition, [m for w in writes for m in w[1]])
+        conn.executemany(self.finish, [w[2] for w in writes])
+        conn.commit()
+        self.claimed += len(ids)
+        return True
+
+    def close(self) -> None:
+        self.conn.close()
