@@ -10,11 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from fsm import Definition, Engine, Lifecycle
 from storage.database import sqlite_path
-from tests.conftest import IN_CI
+from tests.components import unavailable
 
 FLIP = Definition.from_dict(
     {
@@ -38,17 +36,11 @@ def flip_engine(url: str, **options: object) -> Engine:
     return Engine(url, lifecycles=[Lifecycle(FLIP)], **options)  # type: ignore[arg-type]
 
 
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"required in CI: {reason}")
-    pytest.skip(reason)
-
-
 @contextmanager
 def small_fs(where: Path, size: str = "8m") -> Iterator[Path]:
     """A real tmpfs of `size` mounted at `where` (root only), unmounted afterwards."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        _unavailable("mounting a tmpfs needs root and mount(8)")
+        unavailable("mounting a tmpfs needs root and mount(8)")
     where.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
@@ -57,7 +49,7 @@ def small_fs(where: Path, size: str = "8m") -> Iterator[Path]:
         check=False,
     )
     if done.returncode != 0:
-        _unavailable(f"cannot mount a tmpfs: {done.stderr.strip()}")
+        unavailable(f"cannot mount a tmpfs: {done.stderr.strip()}")
     try:
         yield where
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.components import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 HOT_WAL = """
@@ -33,9 +33,7 @@ os._exit(0)  # killed, in effect: the WAL is never checkpointed
 def read_only_view(folder: Path, view: Path) -> Iterator[Path]:
     """`folder` seen through a read-only bind mount at `view` (root only)."""
     if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("required in CI: a read-only bind mount needs root")
-        pytest.skip("a read-only bind mount needs root")
+        unavailable("a read-only bind mount needs root")
     view.mkdir()
     subprocess.run(["mount", "--bind", str(folder), str(view)], check=True)
     try:
@@ -73,9 +71,7 @@ def test_a_worker_on_a_file_it_cannot_write_says_so_and_exits(tmp_path: Path, fl
     db = tmp_path / "fsm.db"
     subprocess.run([sys.executable, "-c", HOT_WAL.format(root=str(ROOT), db=str(db))], check=True)
     if os.geteuid() != 0 or subprocess.run(["chattr", flag, str(db)], check=False).returncode:
-        if IN_CI:
-            pytest.fail("required in CI: chattr on the test's file system, as root")
-        pytest.skip("chattr needs root and a file system that supports it")
+        unavailable("chattr needs root and a file system that supports it")
     try:
         fsm = [sys.executable, "-m", "fsm", "run", "--db", f"sqlite:///{db}"]
         done = subprocess.run(fsm, capture_output=True, text=True, timeout=60, cwd=ROOT)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,9 +18,9 @@ from fsm.cli import app, main
 from fsm.definition import SAME_STATE
 from fsm.diagram_moves import families as diagram_families
 from fsm.lifecycles import builtin_lifecycles
+from tests.components import unavailable
 
 runner = CliRunner()
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 LIFECYCLE_DIR = Path(__file__).resolve().parent.parent / "fsm" / "lifecycles"
 
 BROKEN = {
@@ -236,8 +235,8 @@ def test_diagram_of_a_file_and_to_a_file(tmp_path: Path) -> None:
 
 
 def test_diagram_svg() -> None:
-    if shutil.which("dot") is None and not IN_CI:
-        pytest.skip("graphviz's dot is not installed (CI installs it)")
+    if shutil.which("dot") is None:
+        unavailable("graphviz's dot is not installed (CI installs it)")
     code, out, _ = run("diagram", "host", "--format", "svg")
     assert code == 0
     assert "<svg" in out and "DEPROVISIONED" in out

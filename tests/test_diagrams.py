@@ -21,10 +21,10 @@ from fsm.diagram import (
     svg_outline,
 )
 from fsm.lifecycles import BUILTIN_NAMES, builtin_lifecycles
+from tests.components import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 DIAGRAMS = ROOT / "diagrams"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TIMES = "\N{MULTIPLICATION SIGN}"
 REGENERATE = "regenerate with: python -m fsm.diagram --write diagrams/"
 
@@ -32,9 +32,7 @@ REGENERATE = "regenerate with: python -m fsm.diagram --write diagrams/"
 def need_dot() -> None:
     """SVG needs graphviz's `dot`; only outside CI may its absence skip a test."""
     if shutil.which("dot") is None:
-        if IN_CI:
-            pytest.fail("graphviz's `dot` is missing in CI: .ci/run must install graphviz")
-        pytest.skip("graphviz's `dot` is not installed here (apt-get install graphviz)")
+        unavailable("graphviz's `dot` is not installed here (apt-get install graphviz)")
 
 
 @pytest.mark.parametrize("name", BUILTIN_NAMES)

@@ -29,6 +29,7 @@ from fsm import Engine
 from fsm.config import ConfigError, load_config
 from fsm.observation import FailureKind
 from fsm.worker import Worker
+from tests.components import unavailable
 from tests.local_support import alive, local_rig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -415,7 +416,7 @@ def test_an_untrustworthy_state_dir_is_refused(tmp_path: Path, case: str) -> Non
         target.chmod(0o770)
     elif case == "foreign":
         if os.geteuid() != 0:
-            pytest.skip("needs root to make a directory owned by someone else")
+            unavailable("needs root to make a directory owned by someone else")
         os.chown(target, 65534, 65534)
     else:
         link = tmp_path / "link"
