@@ -44,8 +44,8 @@ _FILE_KEYS = frozenset({"id", "service", "policy"})
 
 
 def register(main: typer.Typer) -> None:
-    """Add `fsm supervise ...` to the main command (`fsm stop` of a supervisor is
-    `stop_supervisor`, called by the one `fsm stop` verb)."""
+    """Add `fsm supervise ...` to the main command (the one `fsm stop` verb, in cli_verbs,
+    stops supervisors too)."""
     main.add_typer(app)
 
 
@@ -165,8 +165,3 @@ def show_supervisor(
     for t in decisions:
         steps.add_row(time_text(t.observed_at), t.from_state, t.to_state, Text(describe(t)))
     show(out, steps)
-
-
-def stop_supervisor(engine: Engine, entity_id: str) -> str:
-    """Stop a supervisor: its live attempt is stopped, nothing restarts; returns its state."""
-    return Supervisor(engine, entity_id).stop()

@@ -15,7 +15,6 @@ import typer
 from rich.text import Text
 
 from fsm.cli_input import ConfigOption, Session, due_time, json_object, session
-from fsm.cli_supervise import stop_supervisor
 from fsm.cli_support import (
     MAX_SECONDS,
     DbOption,
@@ -36,6 +35,7 @@ from fsm.config import load_config
 from fsm.errors import FsmError
 from fsm.events import Outcome
 from fsm.supervision import SUPERVISOR
+from fsm.supervisor import Supervisor
 from storage import StorageError
 from storage.command_admin import CANCELLED, cancel_command, list_commands
 
@@ -214,7 +214,7 @@ def stop(
             for entity_id in checked:
                 try:
                     if current.engine.get(entity_id).lifecycle == SUPERVISOR:
-                        state = stop_supervisor(current.engine, entity_id)
+                        state = Supervisor(current.engine, entity_id).stop()
                         results.append({"entity_id": entity_id, "supervisor_state": state})
                         continue
                     results.append(_run(current, entity_id, "stop", None, at, after))
