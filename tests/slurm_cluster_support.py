@@ -5,8 +5,6 @@ killed and brought back, a second Unix user's jobs, and each scenario's recorded
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import time
@@ -18,10 +16,10 @@ from backends.slurm import LocalTransport, SlurmBackend, submit_service
 from fsm import Engine
 from fsm.verify import verify_store
 from fsm.worker import Worker, WorkerSettings
-from tests.slurm_support import cluster_problem, require, tick_until
+from tests.slurm_controller import require_controller, start_controller, stop_controller
+from tests.slurm_support import tick_until
 
 CONF = Path("/etc/slurm/slurm.conf")
-PID_FILE = Path("/run/slurmctld.pid")
 OUTPUT = Path("/tmp/fsm-slurm-tests")
 PATHS = OUTPUT / "state-paths.json"
 STRANGER = "fsm-stranger"
@@ -99,40 +97,10 @@ def wait_slurm(job: str, states: set[str], timeout: float = 30) -> str:
     return state
 
 
-def controller_pid() -> int | None:
-    try:
-        pid = int(PID_FILE.read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
-
-
-def require_controller() -> int:
-    pid = controller_pid()
-    binary = shutil.which("slurmctld") or "/usr/sbin/slurmctld"
-    if pid is None or os.geteuid() != 0 or not Path(binary).exists():
-        require("these tests restart the slurmctld that scripts/slurm-up.sh started (as root)")
-    assert pid is not None
-    return pid
-
-
 def kill_controller(sig: int = signal.SIGKILL) -> None:
-    pid = require_controller()
-    os.kill(pid, sig)
-    deadline = time.monotonic() + 20
-    while controller_pid() == pid and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def start_controller() -> None:
-    binary = shutil.which("slurmctld") or "/usr/sbin/slurmctld"
-    if controller_pid() is None:
-        subprocess.run([binary], check=True, timeout=30)
-    deadline = time.monotonic() + 60
-    while run(["squeue", "-h"]).returncode != 0 or cluster_problem() is not None:
-        assert time.monotonic() < deadline, "slurmctld did not come back (or its node)"
-        time.sleep(0.25)
+    """Stop the running controller (an outage), as root; see tests/slurm_controller.py."""
+    require_controller()
+    stop_controller(sig)
 
 
 @contextmanager
@@ -143,12 +111,12 @@ def knobs(**values: object) -> Iterator[None]:
     kept = [line for line in original.splitlines() if line.split("=", 1)[0] not in values]
     CONF.write_text("\n".join([*kept, *(f"{k}={v}" for k, v in values.items())]) + "\n")
     try:
-        kill_controller(signal.SIGTERM)
+        stop_controller(signal.SIGTERM)
         start_controller()
         yield
-    finally:
+    finally:  # whatever state the test left the controller in, it comes back on the old file
         CONF.write_text(original)
-        kill_controller(signal.SIGTERM)
+        stop_controller(signal.SIGTERM)
         start_controller()
 
 

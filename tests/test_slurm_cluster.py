@@ -8,8 +8,7 @@ checked by its last test, while the others run.
 
 from __future__ import annotations
 
-import os
-import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -21,6 +20,7 @@ import pytest
 from backends.slurm import LocalTransport, SlurmBackend, submit_service
 from fsm import Engine
 from fsm.worker import Worker, WorkerSettings
+from tests.slurm_controller import require_controller, start_controller, stop_controller
 from tests.slurm_support import cluster_problem, require, tick_until
 
 pytestmark = pytest.mark.slow
@@ -152,32 +152,16 @@ def test_a_held_job_stays_pending(rig: Rig) -> None:
     assert wait_slurm(rig.job(entity_id), {"CANCELLED"}) == "CANCELLED"
 
 
-def _slurmctld_pid() -> int | None:
-    try:
-        pid = int(Path("/run/slurmctld.pid").read_text().strip())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
-
-
 def test_a_killed_slurmctld_changes_nothing(rig: Rig) -> None:
-    pid = _slurmctld_pid()
-    binary = shutil.which("slurmctld") or "/usr/sbin/slurmctld"
-    if pid is None or os.geteuid() != 0 or not Path(binary).exists():
-        require("this test restarts the slurmctld that scripts/slurm-up.sh started (as root)")
-    assert pid is not None
+    require_controller()
     entity_id = rig.start(HTTP)
     rig.until(entity_id, "HEALTHY")
     silent = rig.start(["sleep", "600"])  # running, never answers: its observations fail
     rig.until(silent, "STARTING")
     rig.backend.transport.timeout = 2.0  # squeue waits 9 s for a dead controller
     versions = {e.id: e.version for e in rig.engine.list_entities()}
-    os.kill(pid, 15)
+    stop_controller(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + 20
-        while _slurmctld_pid() == pid and time.monotonic() < deadline:
-            time.sleep(0.1)
         failed = 0
         for _ in range(4):  # one batch at a time: each waits for squeue's timeout
             stats = rig.worker.refresh_batch()
@@ -191,12 +175,8 @@ def test_a_killed_slurmctld_changes_nothing(rig: Rig) -> None:
         assert rig.engine.get(entity_id).state == "HEALTHY"
         assert rig.engine.get(silent).observation_failures > 0
     finally:
-        subprocess.run([binary], check=True, timeout=30)
+        start_controller()
         rig.backend.transport.timeout = 5.0
-    deadline = time.monotonic() + 30
-    while subprocess.run(["squeue", "-h"], capture_output=True, timeout=20).returncode != 0:
-        assert time.monotonic() < deadline, "slurmctld did not come back"
-        time.sleep(0.5)
     deadline = time.monotonic() + 30
     while rig.engine.get(silent).observation_failures:
         assert time.monotonic() < deadline, "refresh did not resume"
