@@ -59,21 +59,28 @@ def require_controller() -> list[int]:
     return pids
 
 
-def stop_controller(sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    """Send `sig` to every slurmctld and wait until none is left (SIGKILL after `timeout`)."""
+def _signal_all(sig: int) -> None:
     for pid in controller_pids():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+
+
+def _gone_within(timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while controller_pids() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in controller_pids():  # still shutting down after `timeout`: no second controller
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
     while controller_pids():
-        assert time.monotonic() < deadline, f"slurmctld would not stop:\n{log_tail()}"
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
+    return True
+
+
+def stop_controller(sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Send `sig` to every slurmctld and wait until none is left (SIGKILL after `timeout`)."""
+    _signal_all(sig)
+    if _gone_within(timeout):
+        return
+    _signal_all(signal.SIGKILL)  # still shutting down after `timeout`: no second controller
+    assert _gone_within(10), f"slurmctld would not stop:\n{log_tail()}"
 
 
 def _answers() -> bool:
