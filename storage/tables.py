@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, PrimaryKeyConstraint
+from sqlalchemy import JSON, Column, Index, PrimaryKeyConstraint, text
 from sqlmodel import Field, SQLModel
 
 from storage.types import UtcDateTime
@@ -19,6 +19,16 @@ def _time(*, nullable: bool = False, index: bool = False) -> Any:
         nullable=nullable,
         index=index,
     )
+
+
+def _where(condition: str) -> dict[str, Any]:
+    """A partial index's predicate, the same on both databases (migration 0006)."""
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
+
+
+def _partial(name: str, *columns: str) -> Index:
+    """An index of a mostly-NULL column: only the rows where it is set have an entry."""
+    return Index(name, *columns, **_where(f"{columns[0]} IS NOT NULL"))
 
 
 class LifecycleDefinitionTable(SQLModel, table=True):
@@ -37,24 +47,26 @@ class EntityTable(SQLModel, table=True):
 
     __tablename__ = "entity"
     __table_args__ = (
-        Index("ix_entity_lifecycle_state", "lifecycle", "state"),
-        Index("ix_entity_next_refresh_at", "next_refresh_at"),
-        Index("ix_entity_deadline_at", "deadline_at"),
-        # migration 0005: the web view's keyset pages and overview counts
-        Index("ix_entity_updated_at_id", "updated_at", "id"),
-        Index("ix_entity_created_at_id", "created_at", "id"),
-        Index("ix_entity_state_entered_at_id", "state_entered_at", "id"),
-        Index("ix_entity_lifecycle_state_id", "lifecycle", "state", "id"),
-        Index("ix_entity_lease_owner", "lease_owner"),
+        # migration 0006: counts, pages by state and the overview, from this index alone
         Index(
-            "ix_entity_attention",
+            "ix_entity_states",
             "lifecycle",
             "state",
+            "id",
             "terminal",
             "observation_failures",
             "deadline_at",
             "next_refresh_at",
         ),
+        _partial("ix_entity_next_refresh_at", "next_refresh_at"),
+        _partial("ix_entity_deadline_at", "deadline_at"),
+        _partial("ix_entity_lease_owner", "lease_owner"),
+        _partial("ix_entity_parent_id", "parent_id"),
+        _partial("ix_entity_profile", "profile", "lifecycle", "terminal"),
+        # migration 0005: the web view's keyset pages in every sort order
+        Index("ix_entity_updated_at_id", "updated_at", "id"),
+        Index("ix_entity_created_at_id", "created_at", "id"),
+        Index("ix_entity_state_entered_at_id", "state_entered_at", "id"),
     )
 
     id: str = Field(primary_key=True, max_length=200)
@@ -73,7 +85,7 @@ class EntityTable(SQLModel, table=True):
     lease_expires_at: datetime | None = _time(nullable=True)
     observation_failures: int = Field(default=0)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    parent_id: str | None = Field(default=None, foreign_key="entity.id", index=True)
+    parent_id: str | None = Field(default=None, foreign_key="entity.id")
     #: when an observation of it last succeeded (the deadline rule waits for one after a limit)
     last_observed_at: datetime | None = _time(nullable=True)
     profile: str | None = Field(default=None, max_length=100)
@@ -85,11 +97,12 @@ class TransitionTable(SQLModel, table=True):
     __tablename__ = "transition"
     __table_args__ = (
         PrimaryKeyConstraint("entity_id", "seq"),
-        Index("ix_transition_recorded_at", "recorded_at"),
-        # migration 0005: moves fired in a window, from the index alone
+        # migration 0006: recorded order, moves fired in a window and the tally, index alone
         Index(
-            "ix_transition_moves",
+            "ix_transition_recorded",
             "recorded_at",
+            "entity_id",
+            "seq",
             "definition_version",
             "event",
             "from_state",
@@ -113,6 +126,9 @@ class ScheduledCommandTable(SQLModel, table=True):
     """A command due at a given time (e.g. `stop(delay=60)`), executed exactly once."""
 
     __tablename__ = "scheduled_command"
+    __table_args__ = (
+        Index("ix_scheduled_command_pending", "due_at", "id", **_where("done_at IS NULL")),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     entity_id: str = Field(foreign_key="entity.id", index=True, max_length=200)
@@ -133,12 +149,20 @@ class ReleaseTable(SQLModel, table=True):
     `release` returned, i.e. confirmed that nothing is held any more."""
 
     __tablename__ = "release_obligation"
+    __table_args__ = (
+        Index(
+            "ix_release_obligation_pending",
+            "next_attempt_at",
+            "entity_id",
+            **_where("released_at IS NULL"),
+        ),
+    )
 
     entity_id: str = Field(primary_key=True, foreign_key="entity.id", max_length=200)
     state: str = Field(max_length=200)  # the terminal state that asked for it
     requested_at: datetime = _time()
     attempts: int = Field(default=0)
-    next_attempt_at: datetime = _time(index=True)
+    next_attempt_at: datetime = _time()
     last_error: str | None = Field(default=None, max_length=2000)
     released_at: datetime | None = _time(nullable=True)
     claimed_by: str | None = Field(default=None, max_length=200)
