@@ -278,7 +278,7 @@ class Engine(EngineReads):
             raise VersionConflict(row.id, event.expected_version, head.version)
         lifecycle = self.lifecycle(row.lifecycle)
         state = head.state
-        candidates = lifecycle.candidates(state, event.name)
+        candidates = lifecycle.pairs.get((state, event.name))  # the one lookup of this event
         if candidates is None:
             raise InvalidEvent(row.id, row.lifecycle, state, event.name, lifecycle.allowed[state])
         payload = event.payload or {}
@@ -300,7 +300,7 @@ class Engine(EngineReads):
             )
 
         try:
-            chosen = lifecycle.choose(state, event.name, context)
+            chosen = lifecycle.choose_from(candidates, context)
             dest = state if chosen is None else chosen.dest
             if chosen is None:  # allowed, but held by its guards: say which
                 held = GuardsHeld(lifecycle.held_by(state, event.name, context()))

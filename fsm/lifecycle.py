@@ -122,6 +122,12 @@ class Lifecycle:
                     after=[hooks[c] for c in t.after],
                 )
         self._table = self._compile()
+        #: (state, trigger) -> candidates: the hot path's one lookup per event
+        self.pairs: dict[tuple[str, str], tuple[CompiledTransition, ...]] = {
+            (source, trigger): found
+            for trigger, by_source in self._table.items()
+            for source, found in by_source.items()
+        }
         self.terminal = definition.terminal_states
         self.parent_events: dict[str, str] = dict(definition.parent_events)
         self.states = {s.name: s for s in definition.states}
@@ -170,10 +176,7 @@ class Lifecycle:
 
     def candidates(self, state: str, trigger: str) -> tuple[CompiledTransition, ...] | None:
         """Transitions `trigger` may take from `state`, by priority; None if not allowed."""
-        by_source = self._table.get(trigger)
-        if by_source is None:
-            return None
-        return by_source.get(state)
+        return self.pairs.get((state, trigger))
 
     def choose(
         self, state: str, trigger: str, context: Callable[[], EventContext]
@@ -182,9 +185,17 @@ class Lifecycle:
 
         Raises `KeyError` when the trigger is not allowed in `state` at all.
         """
-        found = self.candidates(state, trigger)
+        found = self.pairs.get((state, trigger))
         if found is None:
             raise KeyError(trigger)
+        return self.choose_from(found, context)
+
+    @staticmethod
+    def choose_from(
+        found: tuple[CompiledTransition, ...], context: Callable[[], EventContext]
+    ) -> CompiledTransition | None:
+        """The first of `found` (the `pairs` entry of a state and trigger) whose guards hold;
+        None: no guard let one through. The context is built only if a guard needs it."""
         ctx: EventContext | None = None
         for candidate in found:
             if not candidate.checks:

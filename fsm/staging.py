@@ -115,19 +115,19 @@ class Head:
         return True
 
     def update(self, now: datetime) -> EntityUpdate:
-        return EntityUpdate(
-            id=self.row.id,
-            expected_version=self.row.version,
-            state=self.state,
-            terminal=self.terminal,
-            version=self.version,
-            seq=self.seq,
-            state_entered_at=self.entered_at,
-            deadline_at=self.deadline_at,
-            next_refresh_at=self.next_refresh_at,
-            updated_at=now,
-            definition_version=self.definition_version,
-            data=self.data if self.data_changed else None,
+        return EntityUpdate(  # positional: cheaper than keywords, once per changed entity
+            self.row.id,
+            self.row.version,
+            self.state,
+            self.terminal,
+            self.version,
+            self.seq,
+            self.entered_at,
+            self.deadline_at,
+            self.next_refresh_at,
+            now,
+            self.definition_version,
+            self.data if self.data_changed else None,
         )
 
 

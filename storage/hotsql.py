@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from storage.codec import codec_for
@@ -71,9 +73,19 @@ class HotSql:
         suffix = ' ORDER BY id COLLATE "C" FOR NO KEY UPDATE' if lock else ""
         return f"{self.select_entities}id = ANY(%s){suffix}", True
 
-    def entity_from(self, values: Sequence[Any]) -> EntityRow:
+    def entities_from(self, rows: Iterable[Sequence[Any]]) -> list[EntityRow]:
+        """The rows of one read. On SQLite each distinct time text is parsed once: the rows of
+        a batch share their stamps (created, updated, entered, next refresh: one `now`)."""
+        if not self.sqlite:
+            return [self.entity_from(values) for values in rows]
+        parse = lru_cache(maxsize=None)(self.codec.time_in)
+        return [self.entity_from(values, parse) for values in rows]
+
+    def entity_from(
+        self, values: Sequence[Any], t: Callable[[Any], Any] | None = None
+    ) -> EntityRow:
         c = self.codec
-        t = c.time_in
+        t = t or c.time_in
         return EntityRow(
             values[0],
             values[1],
@@ -120,8 +132,17 @@ class HotSql:
             row.profile,
         )
 
-    def transition_params(self, t: TransitionRow) -> tuple[Any, ...]:
-        out = self.codec.time_out
+    def batch_time_out(self) -> Callable[[datetime | None], Any]:
+        """The time formatter for one write: each distinct time (the batch's `now`, its
+        next-refresh and deadline times) is formatted once, however many rows carry it."""
+        if not self.sqlite:
+            return self.codec.time_out
+        return lru_cache(maxsize=None)(self.codec.time_out)
+
+    def transition_params(
+        self, t: TransitionRow, out: Callable[[datetime | None], Any] | None = None
+    ) -> tuple[Any, ...]:
+        out = out or self.codec.time_out
         payload = self.codec.json_out(t.payload) if t.payload else "{}"
         return (
             t.entity_id,
@@ -136,8 +157,10 @@ class HotSql:
             t.definition_version,
         )
 
-    def update_params(self, u: EntityUpdate) -> tuple[Any, ...]:
-        out = self.codec.time_out
+    def update_params(
+        self, u: EntityUpdate, out: Callable[[datetime | None], Any] | None = None
+    ) -> tuple[Any, ...]:
+        out = out or self.codec.time_out
         head = (
             u.state,
             u.terminal,

@@ -156,8 +156,7 @@ class UnitOfWork:
             chunk = wanted[start : start + _LOCK_CHUNK]
             sql, as_array = hot.select_by_ids(len(chunk), lock=self._lock_rows)
             params: Any = (chunk,) if as_array else tuple(chunk)
-            for values in self._driver(sql, params).fetchall():
-                row = hot.entity_from(values)
+            for row in hot.entities_from(self._driver(sql, params).fetchall()):
                 found[row.id] = row
         return found
 
@@ -168,12 +167,13 @@ class UnitOfWork:
         and the caller's transaction is rolled back.
         """
         hot = self._hot
+        out = hot.batch_time_out()
         plain = [u for u in updates if u.data is None]
         with_data = [u for u in updates if u.data is not None]
         for sql, group in ((hot.update_head, plain), (hot.update_head_and_data, with_data)):
             if not group:
                 continue
-            params = [hot.update_params(u) for u in group]
+            params = [hot.update_params(u, out) for u in group]
             if len(params) == 1:
                 matched = self._driver(sql, params[0]).rowcount
             else:
@@ -181,7 +181,7 @@ class UnitOfWork:
             if matched != len(params):
                 self._raise_conflict(group)
         if transitions:
-            rows = [hot.transition_params(t) for t in transitions]
+            rows = [hot.transition_params(t, out) for t in transitions]
             if len(rows) == 1:
                 self._driver(hot.insert_transition, rows[0])
             else:
