@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -73,10 +73,10 @@ class HotSql:
         suffix = ' ORDER BY id COLLATE "C" FOR NO KEY UPDATE' if lock else ""
         return f"{self.select_entities}id = ANY(%s){suffix}", True
 
-    def entities_from(self, rows: Iterable[Sequence[Any]]) -> list[EntityRow]:
+    def entities_from(self, rows: Sequence[Sequence[Any]]) -> list[EntityRow]:
         """The rows of one read. On SQLite each distinct time text is parsed once: the rows of
         a batch share their stamps (created, updated, entered, next refresh: one `now`)."""
-        if not self.sqlite:
+        if not self.sqlite or len(rows) < 2:  # nothing to share (the memo costs its setup)
             return [self.entity_from(values) for values in rows]
         parse = lru_cache(maxsize=None)(self.codec.time_in)
         return [self.entity_from(values, parse) for values in rows]
@@ -132,10 +132,10 @@ class HotSql:
             row.profile,
         )
 
-    def batch_time_out(self) -> Callable[[datetime | None], Any]:
-        """The time formatter for one write: each distinct time (the batch's `now`, its
-        next-refresh and deadline times) is formatted once, however many rows carry it."""
-        if not self.sqlite:
+    def batch_time_out(self, rows: int) -> Callable[[datetime | None], Any]:
+        """The time formatter for a write of `rows` rows: each distinct time (the batch's
+        `now`, its next-refresh and deadline times) is formatted once, however many carry it."""
+        if not self.sqlite or rows <= 2:  # one transition: the global cache of sqlite_time
             return self.codec.time_out
         return lru_cache(maxsize=None)(self.codec.time_out)
 

@@ -1,6 +1,6 @@
 """Moves fired, read for the web overview and `fsm diagram --db`: grouped counts in a window,
 counts per minute, and each transition recorded since a time (the tally's increments). The
-grouped reads are answered by `ix_transition_moves` alone."""
+grouped reads are answered by `ix_transition_recorded` alone (migration 0006)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ _MOVE = (
 def fired_moves(
     conn: Connection, since: datetime | None, before: datetime | None = None
 ) -> list[FiredMove]:
-    """Moves recorded in [since, before) (unbounded where None), from `ix_transition_moves`
+    """Moves recorded in [since, before) (unbounded where None), from `ix_transition_recorded`
     alone."""
     t = transition_table.c
     statement = select(*_MOVE, func.count()).group_by(*_MOVE)

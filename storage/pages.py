@@ -196,7 +196,7 @@ class StateAttention(NamedTuple):
 def state_attention(conn: Connection, now: datetime, lag_before: datetime) -> list[StateAttention]:
     """Entities per (lifecycle, state), and of those not yet terminal how many failed their
     last observations, are past their deadline, or have a refresh due since before
-    `lag_before` (no worker got to it): one pass over `ix_entity_attention`, in its order."""
+    `lag_before` (no worker got to it): one pass over `ix_entity_states`, in its order."""
     c = entity_table.c
     live = c.terminal.is_(False)
 

@@ -167,7 +167,7 @@ class UnitOfWork:
         and the caller's transaction is rolled back.
         """
         hot = self._hot
-        out = hot.batch_time_out()
+        out = hot.batch_time_out(len(updates) + len(transitions))
         plain = [u for u in updates if u.data is None]
         with_data = [u for u in updates if u.data is not None]
         for sql, group in ((hot.update_head, plain), (hot.update_head_and_data, with_data)):

@@ -137,6 +137,6 @@ def test_batch_records_equal_the_per_row_ones(rows: list[tuple[datetime, Any, bo
             updated_at=at + timedelta(seconds=n),
             definition_version=entity.definition_version,
         )
-        assert hot.update_params(update, hot.batch_time_out()) == hot.update_params(update)
+        assert hot.update_params(update, hot.batch_time_out(3)) == hot.update_params(update)
         assert out(at) is not None
     assert hot.entities_from(stored) == [hot.entity_from(v) for v in stored]
