@@ -14,7 +14,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from benchlib import Paired, sqlite_url
+from benchlib import CLAIM_BATCH, Paired, sqlite_url
 from pg_worker import TIME_SCALE as PG_TIME_SCALE
 from results import BENCH_DIR, Result, Target
 from slurm_bench import measure_slurm_calls
@@ -106,7 +106,7 @@ class RuntimeSuite(Suite):
         if not pg_reachable(self, "pg_two_workers"):
             return []
         schema, url = pg_schema(self.pg_url)
-        batch = WorkerSettings().batch_size
+        batch = CLAIM_BATCH
         one: list[float] = []
         two: list[float] = []
         usage: dict[int, list[Usage]] = {1: [], 2: []}
