@@ -31,8 +31,9 @@ def size_limit(rate: float | None, lease_seconds: float, cap: int | None) -> int
     """The largest batch allowed: the explicit `batch_size` (else `MAX_BATCH`), and no more
     than `rate` entities per second get done in a quarter of the lease (never below one)."""
     limit = MAX_BATCH if cap is None else cap
-    if rate is not None:
-        limit = min(limit, max(1, int(rate * lease_seconds * LEASE_SHARE)))
+    lease_bound = None if rate is None else rate * lease_seconds * LEASE_SHARE
+    if lease_bound is not None and lease_bound < limit:  # (an instant batch: rate inf)
+        limit = max(1, int(lease_bound))
     return limit
 
 
