@@ -298,7 +298,7 @@ def refresh(workdir: Path, entities: int, batch_size: int, top: int) -> None:
     def open_worker(name: str) -> tuple[Engine, Worker]:
         path = copy_database(template, workdir / name)
         engine = Engine(sqlite_url(path), clock=sim_clock(CYCLE_AT))
-        settings = WorkerSettings(batch_size=batch_size, max_batches_per_tick=10**9)
+        settings = WorkerSettings(batch_size=batch_size, max_batches_per_tick=1_000_000)
         return engine, Worker(engine, [sim_backend()], settings=settings)
 
     engine, worker = open_worker("refresh-plain.db")

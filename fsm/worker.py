@@ -145,8 +145,7 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
         observations = self._observe([c.entity for c in claims], started, stats)
         now = engine.clock()
         with engine.store.transaction() as uow:
-            rows = uow.lock_entities(c.entity.id for c in claims)
-            ours = {i: r for i, r in rows.items() if r.lease_owner == self.id}
+            ours = queue.reread_claims(uow, self.id, claims)
             stats.leases_lost = len(claims) - len(ours)
             batch = engine.stage(uow, ours)
             marks = [
