@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -28,6 +29,7 @@ from fsm.worker_sizing import (
     next_size,
     size_limit,
 )
+from storage import queue
 
 sizes = st.integers(1, 5_000)
 leases = st.floats(0.1, 86_400.0)
@@ -207,3 +209,33 @@ def test_the_runner_waits_its_interval_when_the_worker_is_not_behind() -> None:
     runner.stop()
     thread.join(60)
     assert worker.ticks == 1 and not thread.is_alive()
+
+
+# -- the refresh's re-read of its claims (queue.reread_claims) -----------------------------------
+
+
+def test_the_re_read_reuses_unchanged_claims_and_reads_changed_ones_anew(
+    db_url: str, clock: ManualClock
+) -> None:
+    engine = Engine(db_url, clock=clock)
+    try:
+        ids = [engine.create("service", id=f"svc-{i}").id for i in range(4)]
+        now = clock()
+        with engine.store.transaction() as uow:
+            claims = queue.claim_due(uow, "me", now, now + timedelta(seconds=30), 10)
+        assert sorted(c.entity.id for c in claims) == ids
+        engine.fire(ids[1], "job_pending")  # changed since the claim: a new version
+        with engine.store.transaction() as uow:  # another worker took this one over
+            uow.connection.exec_driver_sql(
+                "UPDATE entity SET lease_owner = 'other' WHERE id = 'svc-2'"
+            )
+        with engine.store.transaction() as uow:
+            ours = queue.reread_claims(uow, "me", claims)
+        by_id = {c.entity.id: c.entity for c in claims}
+        assert list(ours) == [i for i in (c.entity.id for c in claims) if i != "svc-2"]
+        assert ours["svc-1"].state == "PENDING" and ours["svc-1"].version > by_id["svc-1"].version
+        assert ours["svc-0"] == by_id["svc-0"] and ours["svc-3"] == by_id["svc-3"]
+        if db_url.startswith("sqlite"):
+            assert ours["svc-0"] is by_id["svc-0"]  # SQLite: not converted again
+    finally:
+        engine.close()
