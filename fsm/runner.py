@@ -107,9 +107,9 @@ def _flock_holder(stat: os.stat_result) -> str:
 
 
 class Runner:
-    """Ticks a worker every `interval` seconds; stops on SIGTERM/SIGINT after the batch in
-    flight, gives its leases back, and returns 0 (1 when it stopped because it could not make
-    progress)."""
+    """Ticks a worker every `interval` seconds, and again at once while a tick ends behind
+    (`TickStats.behind`); stops on SIGTERM/SIGINT after the batch in flight, gives its leases
+    back, and returns 0 (1 when it stopped because it could not make progress)."""
 
     def __init__(
         self,
