@@ -196,6 +196,9 @@ def count_transitions(path: Path) -> int:
 
 # -- simulated services for the refresh cycle ----------------------------------------------------
 
+#: entities per claim in the refresh rows and their floors: main's old fixed default, kept so
+#: figures stay comparable across versions (`fsm run` now sizes its batches itself)
+CLAIM_BATCH = 100
 SIM_SEED = 0
 # Simulated durations stretched 100x: a service queues 50..300 s, so at SETUP_AT every one is
 # still PENDING, and at CYCLE_AT about half of them have started running since (job_running,

@@ -34,6 +34,7 @@ from time import perf_counter
 from typing import Any
 
 from benchlib import (
+    CLAIM_BATCH,
     CYCLE_AT,
     SERVICE,
     batch_event,
@@ -297,7 +298,7 @@ def refresh(workdir: Path, entities: int, batch_size: int, top: int) -> None:
     def open_worker(name: str) -> tuple[Engine, Worker]:
         path = copy_database(template, workdir / name)
         engine = Engine(sqlite_url(path), clock=sim_clock(CYCLE_AT))
-        settings = WorkerSettings(batch_size=batch_size, max_batches_per_tick=10**9)
+        settings = WorkerSettings(batch_size=batch_size, max_batches_per_tick=1_000_000)
         return engine, Worker(engine, [sim_backend()], settings=settings)
 
     engine, worker = open_worker("refresh-plain.db")
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="cProfile of the engine's persist paths")
     parser.add_argument("--only", choices=("single", "batch", "refresh"))
     parser.add_argument("--refresh-entities", type=int, default=20_000)
-    parser.add_argument("--refresh-batch", type=int, default=WorkerSettings().batch_size)
+    parser.add_argument("--refresh-batch", type=int, default=CLAIM_BATCH)
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--fires", type=int, default=1000)

@@ -12,6 +12,7 @@ from time import perf_counter
 
 import psycopg
 from benchlib import (
+    CLAIM_BATCH,
     CYCLE_AT,
     SERVICE,
     SIM_ORIGIN,
@@ -80,7 +81,7 @@ class RefreshSuite(Suite):
         """
         cfg = self.cfg
         big, small = cfg.refresh_big, cfg.refresh_small
-        batch = WorkerSettings().batch_size
+        batch = CLAIM_BATCH
         per_call = batch * cfg.refresh_tick
         _, big_plan = self.sim_template(big)
         _, small_plan = self.sim_template(small)
@@ -223,7 +224,7 @@ class RefreshSuite(Suite):
 
     def backend_calls(self) -> list[Result]:
         count = self.cfg.calls_entities
-        batch = WorkerSettings().batch_size
+        batch = CLAIM_BATCH
         path = self.workdir / "backend-calls.db"
         engine = Engine(sqlite_url(path), clock=ManualClock(SIM_ORIGIN))
         try:
@@ -232,7 +233,8 @@ class RefreshSuite(Suite):
             populate(
                 engine, sim, services=count - hosts - operations, hosts=hosts, operations=operations
             )
-            worker = Worker(engine, [sim], settings=WorkerSettings(batch_size=batch))
+            settings = WorkerSettings(batch_size=batch, max_batches_per_tick=1_000_000)
+            worker = Worker(engine, [sim], settings=settings)  # one tick, however long
             before = sim.calls
             stats = worker.refresh()
             calls = sim.calls - before

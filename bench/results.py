@@ -50,6 +50,8 @@ class Config:
     pg_pairs: int  # ... and pairs of runs (1 worker, 2 workers; the order alternating)
     pg_refresh: bool  # pg_refresh_vs_sqlite: the refresh cycle on PostgreSQL too
     pg_batch_n: int  # pg_batch_raw: entities for the engine and as many for the floor
+    lag_count: int  # run_lag_100k: sim services due every 10 s under one `fsm run` ...
+    lag_seconds: float  # ... for this long after the first fell due
 
     @classmethod
     def full(cls, batch_size: int) -> Config:
@@ -80,6 +82,8 @@ class Config:
             pg_pairs=4,
             pg_refresh=True,
             pg_batch_n=20_000,
+            lag_count=100_000,
+            lag_seconds=40.0,
         )
 
     @classmethod
@@ -111,6 +115,8 @@ class Config:
             pg_pairs=2,
             pg_refresh=True,
             pg_batch_n=5_000,
+            lag_count=20_000,
+            lag_seconds=20.0,
         )
 
 

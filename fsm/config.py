@@ -31,13 +31,14 @@ from fsm.validation import PROFILE_NAME
 
 BACKEND_GROUP = "fsm.backends"
 DAY = 86_400.0
-#: key: (default, lowest, highest, whole numbers only)
-_NUMBERS: dict[str, tuple[float, float, float, bool]] = {
+#: key: (default, lowest, highest, whole numbers only); a None default means the key may be
+#: left out or null: the worker sizes its batches and ticks itself (`fsm.worker_sizing`)
+_NUMBERS: dict[str, tuple[float | None, float, float, bool]] = {
     "interval": (1.0, 0.001, DAY, False),
-    "batch_size": (100, 1, 100_000, True),
+    "batch_size": (None, 1, 100_000, True),
     "lease_seconds": (30.0, 0.1, DAY, False),
     "max_backoff": (300.0, 0.001, 7 * DAY, False),
-    "max_batches_per_tick": (50, 1, 100_000, True),
+    "max_batches_per_tick": (None, 1, 100_000, True),
     "refresh_scale": (1.0, 1e-6, 1e6, False),
 }
 _KEYS = {"db", "lifecycles", "backends", "guards", "callbacks", *_NUMBERS}
@@ -51,10 +52,10 @@ class ConfigError(FsmError):
 class RunConfig:
     db: str | None = None
     interval: float = 1.0
-    batch_size: int = 100
+    batch_size: int | None = None
     lease_seconds: float = 30.0
     max_backoff: float = 300.0
-    max_batches_per_tick: int = 50
+    max_batches_per_tick: int | None = None
     refresh_scale: float = 1.0
     lifecycles: tuple[str, ...] = ()
     backends: tuple[dict[str, Any], ...] = field(default_factory=lambda: ({"kind": "sim"},))
@@ -79,6 +80,7 @@ def load_config(path: str | Path | None) -> RunConfig:
     if unknown:
         problems.append(f"unknown keys {unknown}; known: {sorted(_KEYS)}")
     numbers = {key: _number(raw, key, problems) for key in _NUMBERS}
+    sized = {key: _whole(numbers[key]) for key in ("batch_size", "max_batches_per_tick")}
     db = raw.get("db")
     if db is not None and not (isinstance(db, str) and db and "\0" not in db):
         problems.append("db must be a database URL")
@@ -96,12 +98,12 @@ def load_config(path: str | Path | None) -> RunConfig:
         raise ConfigError(f"{file}: {'; '.join(problems)}")
     return RunConfig(
         db=db,
-        interval=numbers["interval"],
-        batch_size=int(numbers["batch_size"]),
-        lease_seconds=numbers["lease_seconds"],
-        max_backoff=numbers["max_backoff"],
-        max_batches_per_tick=int(numbers["max_batches_per_tick"]),
-        refresh_scale=numbers["refresh_scale"],
+        interval=_given(numbers["interval"]),
+        batch_size=sized["batch_size"],
+        lease_seconds=_given(numbers["lease_seconds"]),
+        max_backoff=_given(numbers["max_backoff"]),
+        max_batches_per_tick=sized["max_batches_per_tick"],
+        refresh_scale=_given(numbers["refresh_scale"]),
         lifecycles=tuple(str(base / p) for p in lifecycles),
         backends=tuple(backends),
         hooks=hooks,
@@ -126,9 +128,20 @@ def config_lifecycles(config: RunConfig) -> list[Lifecycle]:
     return lifecycles
 
 
-def _number(raw: Mapping[str, Any], key: str, problems: list[str]) -> float:
+def _given(value: float | None) -> float:
+    assert value is not None  # only keys with a number as default come here
+    return value
+
+
+def _whole(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _number(raw: Mapping[str, Any], key: str, problems: list[str]) -> float | None:
     default, low, high, whole = _NUMBERS[key]
     value = raw.get(key, default)
+    if value is None and default is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         problems.append(f"{key} must be a number, got {type(value).__name__}")
         return default

@@ -9,10 +9,11 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import random
 import signal
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -106,9 +107,9 @@ def _flock_holder(stat: os.stat_result) -> str:
 
 
 class Runner:
-    """Ticks a worker every `interval` seconds; stops on SIGTERM/SIGINT after the batch in
-    flight, gives its leases back, and returns 0 (1 when it stopped because it could not make
-    progress)."""
+    """Ticks a worker every `interval` seconds, and again at once while a tick ends behind
+    (`TickStats.behind`); stops on SIGTERM/SIGINT after the batch in flight, gives its leases
+    back, and returns 0 (1 when it stopped because it could not make progress)."""
 
     def __init__(
         self,
@@ -131,13 +132,45 @@ class Runner:
         self.failing = 0
         self.exit_code = 0
         self._last_error: str | None = None
+        self._scheduler: BackgroundScheduler | None = None
+        self._scheduled = 0
 
     def stop(self, *_: object) -> None:
         self.stopping.set()
 
     def _tick(self) -> None:
-        if self.stopping.is_set():
+        """One tick, then the next one scheduled: at once while the worker is behind, else
+        `interval` (with 10 % jitter) after this one started."""
+        started = datetime.now(UTC)
+        behind = False
+        try:
+            behind = self._tick_once()
+        finally:
+            if not self.stopping.is_set():
+                jitter = self.interval * random.uniform(-0.1, 0.1)
+                at = started + timedelta(seconds=self.interval + jitter)
+                self._schedule(datetime.now(UTC) if behind else at)
+
+    def _schedule(self, at: datetime) -> None:
+        """Each tick schedules the next as a one-off job with its own id: only one is ever
+        pending or running (the worker is not thread-safe), none is skipped as a second
+        instance, and a late one still runs (no misfire limit)."""
+        if self._scheduler is None:
             return
+        self._scheduled += 1
+        now = datetime.now(UTC)
+        self._scheduler.add_job(
+            self._tick,
+            "date",
+            run_date=max(at, now),
+            id=f"tick-{self._scheduled}",
+            misfire_grace_time=None,
+        )
+
+    def _tick_once(self) -> bool:
+        """Run one tick; True when the worker is behind and should tick again at once."""
+        if self.stopping.is_set():
+            return False
         try:
             stats = self.worker.tick()
             self.ticks += 1
@@ -147,15 +180,17 @@ class Runner:
                 self.metrics.update_entities()
             if self.on_tick is not None:
                 self.on_tick(stats)
-            if self.exit_when_idle and self.worker.open_work() == 0:
+            if self.exit_when_idle and not stats.behind and self.worker.open_work() == 0:
                 self.idle.set()
                 self.stopping.set()
+            return stats.behind
         except (WorkerStuck, DatabaseCorrupt) as exc:  # no tick can succeed: say so, stop
             self._give_up(str(exc))
         except StorageError as exc:  # the database went away: log, and try again next tick
             self._failed(str(exc))
         except Exception as exc:
             self._failed(f"{type(exc).__name__}: {exc}", trace=True)
+        return False
 
     def _failed(self, why: str, *, trace: bool = False) -> None:
         """Log a failing tick once per distinct reason; a run that must end when idle gives up
@@ -177,17 +212,10 @@ class Runner:
         with SingleWorkerLock(self.worker.engine.store.url):
             previous = self._install_signals()
             scheduler = BackgroundScheduler(
-                timezone=UTC,
-                job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": 60},
+                timezone=UTC, job_defaults={"max_instances": 1, "coalesce": True}
             )
-            scheduler.add_job(
-                self._tick,
-                "interval",
-                seconds=self.interval,
-                jitter=self.interval * 0.1,
-                id="tick",
-                next_run_time=datetime.now(UTC),
-            )
+            self._scheduler = scheduler
+            self._schedule(datetime.now(UTC))
             log.info("worker %s started on %s", self.worker.id, self.worker.engine.store)
             scheduler.start()
             try:

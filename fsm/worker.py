@@ -36,6 +36,7 @@ from fsm.worker_settings import (
     call_timeout,
     default_worker_id,
 )
+from fsm.worker_sizing import BatchSizer
 from storage import EntityRow, queue, releases
 from storage.records import RefreshMark
 
@@ -93,22 +94,33 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
         self.listener = listener
         self.calls = BoundedCalls()
         self.routes = build_routes(engine, backends)
+        self.sizing = BatchSizer(self.settings)
 
     # -- refresh -----------------------------------------------------------------------------
 
     def refresh(self) -> TickStats:
-        """Refresh due entities, batch after batch, until none is due (bounded per tick)."""
+        """Refresh due entities, batch after batch, until none is due or the tick's budget is
+        spent (`fsm.worker_sizing`); `behind` says whether some were left due."""
         total = TickStats()
         due_by = self.engine.clock()  # what falls due during this tick waits for the next one
-        for _ in range(self.settings.max_batches_per_tick):
-            stats = self.refresh_batch(due_by)
+
+        def batch(size: int) -> int | None:
+            stats = self.refresh_batch(due_by, size)
             if stats is None:
-                break
+                return None
             total.add(stats)
+            return stats.claimed
+
+        budget = self.sizing.tick()
+        budget.run(batch)
+        total.behind = budget.behind
         return total
 
-    def refresh_batch(self, due_by: datetime | None = None) -> TickStats | None:
-        """Claim, observe and record one batch; None when nothing was due."""
+    def refresh_batch(
+        self, due_by: datetime | None = None, size: int | None = None
+    ) -> TickStats | None:
+        """Claim (up to `size`, default the current batch size), observe and record one batch;
+        None when nothing was due."""
         engine, settings = self.engine, self.settings
         started = engine.clock()
         lease_until = started + timedelta(seconds=settings.lease_seconds)
@@ -118,7 +130,7 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
                 self.id,
                 started,
                 lease_until,
-                settings.batch_size,
+                self.sizing.size if size is None else size,
                 sorted(self.routes),
                 due_by=due_by,
             )
@@ -133,8 +145,7 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
         observations = self._observe([c.entity for c in claims], started, stats)
         now = engine.clock()
         with engine.store.transaction() as uow:
-            rows = uow.lock_entities(c.entity.id for c in claims)
-            ours = {i: r for i, r in rows.items() if r.lease_owner == self.id}
+            ours = queue.reread_claims(uow, self.id, claims)
             stats.leases_lost = len(claims) - len(ours)
             batch = engine.stage(uow, ours)
             marks = [

@@ -55,17 +55,22 @@ def call_timeout(backend: BackendLike, kind: str) -> float:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    batch_size: int = 100
+    """`batch_size` and `max_batches_per_tick` are None by default: the worker sizes its
+    batches and ticks from how long a batch takes (`fsm.worker_sizing`); a number fixes them."""
+
+    batch_size: int | None = None
     lease_seconds: float = 30.0
     max_backoff: float = 300.0
-    max_batches_per_tick: int = 50
+    max_batches_per_tick: int | None = None
     command_batch: int = 50
     #: cap of the exponential backoff between two attempts of one release
     max_release_backoff: float = 300.0
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_batches_per_tick", "command_batch"):
-            validation.count(getattr(self, name), name, minimum=1, maximum=1_000_000)
+        validation.count(self.command_batch, "command_batch", minimum=1, maximum=1_000_000)
+        for name in ("batch_size", "max_batches_per_tick"):  # None: the worker sizes them
+            if getattr(self, name) is not None:
+                validation.count(getattr(self, name), name, minimum=1, maximum=1_000_000)
         for name in ("lease_seconds", "max_backoff", "max_release_backoff"):
             validation.seconds(getattr(self, name), name, positive=True)
 
@@ -86,6 +91,8 @@ class TickStats:
     batches: int = 0
     releases: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    #: the refresh stopped with entities still due (its budget was spent): tick again now
+    behind: bool = False
 
     def add(self, other: TickStats) -> None:
         for name in (
@@ -104,6 +111,7 @@ class TickStats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for kind, n in other.failures.items():
             self.failures[kind] = self.failures.get(kind, 0) + n
+        self.behind = self.behind or other.behind
 
 
 def default_worker_id() -> str:

@@ -21,6 +21,8 @@ from storage.tables import entity_table
 from storage.tables import scheduled_command_table as commands
 
 _CHUNK = 500
+_LEASE_OWNER = ENTITY_COLUMNS.index("lease_owner")
+assert ENTITY_COLUMNS[_LEASE_OWNER + 1] == "lease_expires_at"
 
 
 def _ids_clause(uow: UnitOfWork, count: int) -> str:
@@ -60,21 +62,47 @@ def claim_due(
     )
     if uow.locks_rows:
         sql += " FOR UPDATE SKIP LOCKED"
-    rows = [hot.entity_from(v) for v in uow.connection.exec_driver_sql(sql, tuple(params))]
-    if not rows:
+        found = [tuple(v) for v in uow.connection.exec_driver_sql(sql, tuple(params))]
+    else:  # SQLite: all rows in one fetch on the driver, positional
+        found = uow.driver(sql, tuple(params)).fetchall()
+    if not found:
         return []
-    ids = [r.id for r in rows]
+    ids = [v[0] for v in found]
     lease = f"UPDATE entity SET lease_owner = {ph}, lease_expires_at = {ph} WHERE "
+    until = out(lease_until)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        uow.connection.exec_driver_sql(
-            lease + _ids_clause(uow, len(chunk)),
-            (owner, out(lease_until), *_ids_param(uow, chunk)),
-        )
-    return [
-        Claim(r._replace(lease_owner=owner, lease_expires_at=lease_until), r.lease_owner)
-        for r in rows
-    ]
+        sql, params_ = lease + _ids_clause(uow, len(chunk)), (owner, until, *_ids_param(uow, chunk))
+        if uow.locks_rows:
+            uow.connection.exec_driver_sql(sql, params_)
+        else:
+            uow.driver(sql, params_)
+    claims = []
+    for values in found:
+        leased = (*values[:_LEASE_OWNER], owner, until, *values[_LEASE_OWNER + 2 :])
+        row = hot.entity_from(leased)
+        claims.append(Claim(row, values[_LEASE_OWNER], None if uow.locks_rows else leased))
+    return claims
+
+
+def reread_claims(uow: UnitOfWork, owner: str, claims: Sequence[Claim]) -> dict[str, EntityRow]:
+    """The claimed entities read again in the write transaction (locked where the database
+    can), those whose lease `owner` still holds; a row unchanged since its claim (SQLite) is
+    the claim's own record, not converted again."""
+    ids = [c.entity.id for c in claims]
+    if uow.locks_rows or any(c.raw is None for c in claims):
+        rows = uow.lock_entities(ids)
+    else:
+        hot = uow.hot
+        claimed = {c.entity.id: c for c in claims}
+        rows = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            sql, _ = hot.select_by_ids(len(chunk), lock=False)
+            for values in uow.driver(sql, tuple(chunk)).fetchall():
+                claim = claimed[values[0]]
+                rows[values[0]] = claim.entity if values == claim.raw else hot.entity_from(values)
+    return {i: row for i in ids if (row := rows.get(i)) is not None and row.lease_owner == owner}
 
 
 def finish_refresh(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) -> int:
@@ -89,10 +117,19 @@ def finish_refresh(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) ->
         f"last_observed_at = COALESCE({ph}, last_observed_at), "
         f"lease_owner = NULL, lease_expires_at = NULL WHERE id = {ph} AND lease_owner = {ph}"
     )
+    shown: dict[datetime | None, Any] = {}  # a batch shares a few times: format each once
+
+    def text(t: datetime | None) -> Any:
+        if t not in shown:
+            shown[t] = out(t)
+        return shown[t]
+
     params = [
-        (out(m.next_refresh_at), m.observation_failures, out(m.observed_at), m.id, owner)
+        (text(m.next_refresh_at), m.observation_failures, text(m.observed_at), m.id, owner)
         for m in marks
     ]
+    if not uow.locks_rows:  # SQLite: one executemany on the driver
+        return int(uow.driver(sql, params, many=True).rowcount)
     arg: Any = params[0] if len(params) == 1 else params
     return int(uow.connection.exec_driver_sql(sql, arg).rowcount)
 

@@ -104,6 +104,9 @@ class Claim(NamedTuple):
 
     entity: EntityRow
     previous_owner: str | None
+    #: the row as the driver returned it after the lease (SQLite): a re-read equal to it
+    #: reuses `entity` instead of converting the row again (`queue.reread_claims`)
+    raw: tuple[Any, ...] | None = None
 
 
 class ReleaseRow(NamedTuple):

@@ -96,6 +96,10 @@ class UnitOfWork:
     def hot(self) -> HotSql:
         return self._hot
 
+    def driver(self, sql: str, params: Any, *, many: bool = False) -> Any:
+        """Run a hot statement on the driver's cursor (see `_driver`); the cursor, to fetch."""
+        return self._driver(sql, params, many=many)
+
     @property
     def locks_rows(self) -> bool:
         """True where rows can be locked (PostgreSQL); SQLite locks the whole file instead."""

@@ -55,8 +55,12 @@ def test_each_entity_goes_to_its_profile_one_call_per_backend_per_batch(
         + [NewEntity("service", {}, f"b{i}", profile="b") for i in range(30)]
         + [NewEntity("service", {}, f"d{i}") for i in range(5)]  # the default route: a
     )
-    worker = Worker(fast_engine, routes.for_worker(), settings=WorkerSettings(batch_size=20))
-    stats = worker.refresh()
+    worker = Worker(
+        fast_engine,
+        routes.for_worker(),
+        settings=WorkerSettings(batch_size=20, max_batches_per_tick=50),
+    )
+    stats = worker.refresh()  # (an explicit batch count: no time budget cuts this tick)
     assert stats.claimed == 65
     calls = len(a.batches) + len(b.batches)
     assert stats.batches == 4 and calls <= 2 * stats.batches  # one call per profile per batch

@@ -51,7 +51,9 @@ def test_every_simulated_entity_ends_in_its_ground_truth(
 def test_one_backend_call_per_batch(fast_engine: Engine, clock: ManualClock) -> None:
     sim = SimBackend(seed=1)
     populate(fast_engine, sim, services=1000)
-    worker = Worker(fast_engine, [sim], settings=WorkerSettings(batch_size=100))
+    # an explicit batch count: the tick is not cut by its time budget on a slow machine
+    settings = WorkerSettings(batch_size=100, max_batches_per_tick=50)
+    worker = Worker(fast_engine, [sim], settings=settings)
     stats = worker.refresh()
     assert stats.claimed == 1000
     assert stats.backend_calls == stats.batches == sim.calls == 10

@@ -1,0 +1,241 @@
+"""The worker's batch sizing (fsm/worker_sizing.py): the rule's properties, and what it changes
+for a worker and the runner. Batch times come from a fake timer: nothing here is timed."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backends.sim import SimBackend, populate
+from fsm import Engine, ManualClock
+from fsm.errors import InvalidInput
+from fsm.runner import Runner
+from fsm.worker import TickStats, Worker, WorkerSettings
+from fsm.worker_sizing import (
+    LEASE_SHARE,
+    MAX_BATCH,
+    MIN_BATCH,
+    STEP,
+    TARGET_BATCH_SECONDS,
+    BatchSizer,
+    next_size,
+    size_limit,
+)
+from storage import queue
+
+sizes = st.integers(1, 5_000)
+leases = st.floats(0.1, 86_400.0)
+caps = st.none() | st.integers(1, 100_000)
+took = st.floats(0.0, 100.0)
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> tuple[int, int, float]:
+    current = draw(sizes)
+    return current, draw(st.integers(0, current)), draw(took)
+
+
+def rate_of(claimed: int, seconds: float) -> float | None:
+    return claimed / seconds if claimed > 0 and seconds > 0 else None
+
+
+@given(batches(), leases, caps)
+def test_the_size_stays_within_its_bounds(
+    batch: tuple[int, int, float], lease: float, cap: int | None
+) -> None:
+    current, claimed, seconds = batch
+    size = next_size(current, claimed, seconds, lease_seconds=lease, cap=cap)
+    limit = size_limit(rate_of(claimed, seconds), lease, cap)
+    assert 1 <= size <= limit
+    assert size <= (MAX_BATCH if cap is None else cap)
+    if cap is None:
+        assert size >= min(MIN_BATCH, limit)
+    else:
+        assert size == limit  # an explicit batch_size is the size, unless the lease says less
+
+
+@given(batches(), leases, caps)
+def test_a_batch_never_plans_more_than_a_quarter_of_the_lease(
+    batch: tuple[int, int, float], lease: float, cap: int | None
+) -> None:
+    current, claimed, seconds = batch
+    rate = rate_of(claimed, seconds)
+    size = next_size(current, claimed, seconds, lease_seconds=lease, cap=cap)
+    if rate is not None and size > 1:
+        assert size / rate <= lease * LEASE_SHARE
+
+
+@given(st.integers(MIN_BATCH, MAX_BATCH - 1), st.floats(1e-6, 1.0))
+def test_fast_full_batches_grow(current: int, share: float) -> None:
+    """A full batch (more is due) that took less than the target grows, by at most STEP."""
+    seconds = TARGET_BATCH_SECONDS * share * 0.99
+    size = next_size(current, current, seconds, lease_seconds=30.0, cap=None)
+    assert current < size <= current * STEP
+
+
+@given(batches(), leases)
+def test_slow_batches_shrink_and_partial_ones_never_grow(
+    batch: tuple[int, int, float], lease: float
+) -> None:
+    current, claimed, seconds = batch
+    rate = rate_of(claimed, seconds)
+    size = next_size(current, claimed, seconds, lease_seconds=lease, cap=None)
+    floor = min(MIN_BATCH, size_limit(rate, lease, None))
+    if rate is not None and rate * TARGET_BATCH_SECONDS < current:  # slower than the target
+        assert size <= max(current, floor)
+        assert size >= min(current / STEP, floor) - 1
+    if claimed < current:  # no backlog seen
+        assert size <= max(current, floor)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "100", float("nan")])
+def test_optional_sizes_are_typed_when_given(bad: object) -> None:
+    for name in ("batch_size", "max_batches_per_tick"):
+        with pytest.raises(InvalidInput, match=name):
+            WorkerSettings(**{name: bad})  # type: ignore[arg-type]
+    assert WorkerSettings().batch_size is None and WorkerSettings().max_batches_per_tick is None
+
+
+class FakeTimer:
+    """Each reading is `step` seconds after the previous one."""
+
+    def __init__(self, step: float) -> None:
+        self.step, self.now = step, 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+@pytest.fixture
+def backlog(tmp_path: Path, clock: ManualClock) -> Iterator[tuple[Engine, SimBackend]]:
+    engine = Engine(f"sqlite:///{tmp_path / 'backlog.db'}", clock=clock)
+    sim = SimBackend(seed=3, time_scale=1e6)  # every service stays PENDING, due again
+    populate(engine, sim, services=12_000)  # all due now: more than the old 50 x 100 a tick
+    yield engine, sim
+    engine.close()
+
+
+def ticks_to_drain(worker: Worker) -> tuple[int, int, list[TickStats]]:
+    seen: list[TickStats] = []
+    while (stats := worker.refresh()).claimed:
+        seen.append(stats)
+    return len(seen), sum(s.batches for s in seen), seen
+
+
+def test_a_backlog_drains_in_fewer_ticks_than_with_the_old_fixed_sizes(
+    backlog: tuple[Engine, SimBackend], clock: ManualClock
+) -> None:
+    engine, sim = backlog
+    old = Worker(engine, [sim], settings=WorkerSettings(batch_size=100, max_batches_per_tick=50))
+    old_ticks, old_batches, old_seen = ticks_to_drain(old)
+    assert sum(s.claimed for s in old_seen) == 12_000
+    assert old_ticks == 3 and old_seen[0].behind and not old_seen[-1].behind
+    clock.advance(60)  # everything is due again
+    new = Worker(engine, [sim])
+    new.sizing = BatchSizer(new.settings, timer=FakeTimer(0.001))  # fast batches
+    new_ticks, new_batches, new_seen = ticks_to_drain(new)
+    assert sum(s.claimed for s in new_seen) == 12_000
+    assert new_ticks < old_ticks and new_batches < old_batches
+    assert new.sizing.size == MAX_BATCH
+
+
+def test_a_tick_that_spent_its_budget_with_work_left_is_behind(
+    backlog: tuple[Engine, SimBackend],
+) -> None:
+    engine, sim = backlog
+    worker = Worker(engine, [sim])
+    worker.sizing = BatchSizer(worker.settings, timer=FakeTimer(0.4))  # slow batches
+    stats = worker.refresh()
+    assert stats.behind and 0 < stats.batches < 5
+    assert stats.claimed == stats.batches * MIN_BATCH  # slow: the size never rose above 100
+
+
+class ScriptedWorker:
+    """Behind for its first `behind` ticks, then idle."""
+
+    def __init__(self, behind: int) -> None:
+        self.behind = behind
+        self.ticks = 0
+        self.id = "scripted"
+        self.engine = SimpleNamespace(store=SimpleNamespace(url="sqlite://"))
+
+    def tick(self) -> TickStats:
+        self.ticks += 1
+        return TickStats(claimed=1, behind=self.ticks <= self.behind)
+
+    def open_work(self) -> int:
+        return 0 if self.ticks > self.behind else 1
+
+    def release(self) -> int:
+        return 0
+
+
+def run_in_thread(runner: Runner) -> threading.Thread:
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_the_runner_ticks_again_at_once_while_the_worker_is_behind() -> None:
+    worker = ScriptedWorker(behind=4)
+    runner = Runner(worker, interval=3600.0, exit_when_idle=True)  # type: ignore[arg-type]
+    thread = run_in_thread(runner)
+    thread.join(60)  # a runner waiting out the interval between ticks would still be running
+    alive = thread.is_alive()
+    runner.stop()
+    assert not alive and runner.exit_code == 0
+    assert worker.ticks == runner.ticks == 5
+
+
+def test_the_runner_waits_its_interval_when_the_worker_is_not_behind() -> None:
+    worker = ScriptedWorker(behind=0)
+    worker.open_work = lambda: 1  # type: ignore[method-assign]  # never idle
+    runner = Runner(worker, interval=3600.0)  # type: ignore[arg-type]
+    thread = run_in_thread(runner)
+    for _ in range(600):
+        if worker.ticks:
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)  # room for a wrong second tick
+    runner.stop()
+    thread.join(60)
+    assert worker.ticks == 1 and not thread.is_alive()
+
+
+# -- the refresh's re-read of its claims (queue.reread_claims) -----------------------------------
+
+
+def test_the_re_read_reuses_unchanged_claims_and_reads_changed_ones_anew(
+    db_url: str, clock: ManualClock
+) -> None:
+    engine = Engine(db_url, clock=clock)
+    try:
+        ids = [engine.create("service", id=f"svc-{i}").id for i in range(4)]
+        now = clock()
+        with engine.store.transaction() as uow:
+            claims = queue.claim_due(uow, "me", now, now + timedelta(seconds=30), 10)
+        assert sorted(c.entity.id for c in claims) == ids
+        engine.fire(ids[1], "job_pending")  # changed since the claim: a new version
+        with engine.store.transaction() as uow:  # another worker took this one over
+            uow.connection.exec_driver_sql(
+                "UPDATE entity SET lease_owner = 'other' WHERE id = 'svc-2'"
+            )
+        with engine.store.transaction() as uow:
+            ours = queue.reread_claims(uow, "me", claims)
+        by_id = {c.entity.id: c.entity for c in claims}
+        assert list(ours) == [i for i in (c.entity.id for c in claims) if i != "svc-2"]
+        assert ours["svc-1"].state == "PENDING" and ours["svc-1"].version > by_id["svc-1"].version
+        assert ours["svc-0"] == by_id["svc-0"] and ours["svc-3"] == by_id["svc-3"]
+        if db_url.startswith("sqlite"):
+            assert ours["svc-0"] is by_id["svc-0"]  # SQLite: not converted again
+    finally:
+        engine.close()
