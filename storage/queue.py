@@ -13,22 +13,13 @@ from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 
+from storage import claims
 from storage.database import redact_text
 from storage.hotsql import ENTITY_COLUMNS
 from storage.records import Claim, EntityRow, RefreshMark, ScheduledCommandRow
 from storage.store import UnitOfWork
 from storage.tables import entity_table
 from storage.tables import scheduled_command_table as commands
-
-_CHUNK = 500
-
-
-def _ids_clause(uow: UnitOfWork, count: int) -> str:
-    return "id = ANY(%s)" if uow.locks_rows else f"id IN ({', '.join('?' * count)})"
-
-
-def _ids_param(uow: UnitOfWork, ids: Sequence[str]) -> tuple[Any, ...]:
-    return (list(ids),) if uow.locks_rows else tuple(ids)
 
 
 def claim_due(
@@ -41,8 +32,7 @@ def claim_due(
     due_by: datetime | None = None,
 ) -> list[Claim]:
     """Lease up to `limit` entities due by `due_by` (default `now`) that nobody else holds."""
-    hot, ph = uow.hot, uow.hot.codec.placeholder
-    out = hot.codec.time_out
+    ph, out = uow.hot.codec.placeholder, uow.hot.codec.time_out
     params: list[Any] = [out(due_by or now), out(now)]
     only = ""
     if lifecycles:
@@ -52,29 +42,10 @@ def claim_due(
         column = "+lifecycle" if uow.hot.sqlite else "lifecycle"
         only = f" AND {column} IN ({', '.join(ph for _ in lifecycles)})"
         params.extend(lifecycles)
-    params.append(limit)
-    sql = (
-        f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entity "
-        f"WHERE next_refresh_at <= {ph} AND (lease_expires_at IS NULL OR lease_expires_at <= {ph})"
-        f"{only} ORDER BY next_refresh_at LIMIT {ph}"
+    where = (
+        f"next_refresh_at <= {ph} AND (lease_expires_at IS NULL OR lease_expires_at <= {ph}){only}"
     )
-    if uow.locks_rows:
-        sql += " FOR UPDATE SKIP LOCKED"
-    rows = [hot.entity_from(v) for v in uow.connection.exec_driver_sql(sql, tuple(params))]
-    if not rows:
-        return []
-    ids = [r.id for r in rows]
-    lease = f"UPDATE entity SET lease_owner = {ph}, lease_expires_at = {ph} WHERE "
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        uow.connection.exec_driver_sql(
-            lease + _ids_clause(uow, len(chunk)),
-            (owner, out(lease_until), *_ids_param(uow, chunk)),
-        )
-    return [
-        Claim(r._replace(lease_owner=owner, lease_expires_at=lease_until), r.lease_owner)
-        for r in rows
-    ]
+    return claims.claim_entities(uow, owner, lease_until, where, params, limit)
 
 
 def finish_refresh(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) -> int:
@@ -173,26 +144,21 @@ def claim_commands(
     uow: UnitOfWork, owner: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[ScheduledCommandRow]:
     """Lease due, not yet done commands (an expired claim of a dead worker is taken over)."""
-    query = (
-        select(commands)
-        .where(
+    return claims.claim_rows(
+        uow,
+        commands,
+        commands,
+        [
             commands.c.done_at.is_(None),
             commands.c.due_at <= now,
             or_(commands.c.claim_expires_at.is_(None), commands.c.claim_expires_at <= now),
-        )
-        .order_by(commands.c.due_at, commands.c.id)
-        .limit(limit)
+        ],
+        [commands.c.due_at, commands.c.id],
+        limit,
+        {"claimed_by": owner, "claim_expires_at": lease_until},
+        lambda r: ScheduledCommandRow(**r),
+        lambda c: (c.due_at, c.id),
     )
-    if uow.locks_rows:
-        query = query.with_for_update(skip_locked=True)
-    rows = [ScheduledCommandRow(**r._mapping) for r in uow.connection.execute(query)]
-    if rows:
-        uow.connection.execute(
-            update(commands)
-            .where(commands.c.id.in_([r.id for r in rows]))
-            .values(claimed_by=owner, claim_expires_at=lease_until)
-        )
-    return [r._replace(claimed_by=owner, claim_expires_at=lease_until) for r in rows]
 
 
 def complete_command(
