@@ -40,19 +40,22 @@ def claim_entities(
     `params`), earliest `next_refresh_at` first."""
     hot = uow.hot
     ph, out = hot.codec.placeholder, hot.codec.time_out
-    pick = f"FROM entity WHERE {where} ORDER BY next_refresh_at LIMIT {ph}"
+    # the count is part of the text, not a parameter: a generic plan of a prepared claim then
+    # knows it takes a few rows (with `LIMIT $n` it guessed 10% of the table and joined them
+    # back by a hash over a full scan)
+    pick = f"FROM entity WHERE {where} ORDER BY next_refresh_at LIMIT {int(limit)}"
     if uow.locks_rows:
         sql = (
             f"UPDATE entity SET lease_owner = {ph}, lease_expires_at = {ph} "
             f"FROM (SELECT id, lease_owner AS previous {pick} FOR UPDATE SKIP LOCKED) AS c "
             f"WHERE entity.id = c.id RETURNING {_RETURNED}, c.previous"
         )
-        found = uow._driver(sql, (owner, out(lease_until), *params, limit)).fetchall()
+        found = uow._driver(sql, (owner, out(lease_until), *params)).fetchall()
         claims = [Claim(hot.entity_from(v), v[-1]) for v in found]
         # RETURNING has no order; callers get the due order the subquery picked
         claims.sort(key=lambda c: c.entity.next_refresh_at)  # type: ignore[arg-type, return-value]
         return claims
-    rows = [hot.entity_from(v) for v in uow._driver(f"SELECT {_COLUMNS} {pick}", (*params, limit))]
+    rows = [hot.entity_from(v) for v in uow._driver(f"SELECT {_COLUMNS} {pick}", tuple(params))]
     ids = [r.id for r in rows]
     lease = f"UPDATE entity SET lease_owner = {ph}, lease_expires_at = {ph} WHERE id IN "
     for start in range(0, len(ids), _CHUNK):
