@@ -54,6 +54,8 @@ def finish_refresh(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) ->
     expired writes nothing). Returns how many rows were ours."""
     if not marks:
         return 0
+    if uow.locks_rows:
+        return _finish_refresh_set(uow, owner, marks)
     ph, out = uow.hot.codec.placeholder, uow.hot.codec.time_out
     sql = (
         f"UPDATE entity SET next_refresh_at = {ph}, observation_failures = {ph}, "
@@ -66,6 +68,29 @@ def finish_refresh(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) ->
     ]
     arg: Any = params[0] if len(params) == 1 else params
     return int(uow.connection.exec_driver_sql(sql, arg).rowcount)
+
+
+_FINISH_SET = (
+    "UPDATE entity SET next_refresh_at = m.next_at, observation_failures = m.failures, "
+    "last_observed_at = COALESCE(m.observed_at, entity.last_observed_at), "
+    "lease_owner = NULL, lease_expires_at = NULL "
+    "FROM unnest(%s::text[], %s::timestamptz[], %s::int[], %s::timestamptz[]) "
+    "AS m(id, next_at, failures, observed_at) WHERE entity.id = m.id AND entity.lease_owner = %s"
+)
+
+
+def _finish_refresh_set(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) -> int:
+    """PostgreSQL: every mark in one statement (one plan and executor start for the batch, not
+    one per row); the ids in one global order, as every batch locks them."""
+    ordered = sorted(marks, key=lambda m: m.id)
+    params = (
+        [m.id for m in ordered],
+        [m.next_refresh_at for m in ordered],
+        [m.observation_failures for m in ordered],
+        [m.observed_at for m in ordered],
+        owner,
+    )
+    return int(uow._driver(_FINISH_SET, params).rowcount)
 
 
 def pull_refresh(uow: UnitOfWork, ids: Sequence[str], now: datetime) -> int:
