@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 
+from storage import claims
 from storage.database import redact_text
 from storage.hotsql import ENTITY_COLUMNS
 from storage.records import Claim, EntityRow, RefreshMark, ScheduledCommandRow
@@ -21,16 +22,6 @@ from storage.tables import entity_table
 from storage.tables import scheduled_command_table as commands
 
 _CHUNK = 500
-_LEASE_OWNER = ENTITY_COLUMNS.index("lease_owner")
-assert ENTITY_COLUMNS[_LEASE_OWNER + 1] == "lease_expires_at"
-
-
-def _ids_clause(uow: UnitOfWork, count: int) -> str:
-    return "id = ANY(%s)" if uow.locks_rows else f"id IN ({', '.join('?' * count)})"
-
-
-def _ids_param(uow: UnitOfWork, ids: Sequence[str]) -> tuple[Any, ...]:
-    return (list(ids),) if uow.locks_rows else tuple(ids)
 
 
 def claim_due(
@@ -43,8 +34,7 @@ def claim_due(
     due_by: datetime | None = None,
 ) -> list[Claim]:
     """Lease up to `limit` entities due by `due_by` (default `now`) that nobody else holds."""
-    hot, ph = uow.hot, uow.hot.codec.placeholder
-    out = hot.codec.time_out
+    ph, out = uow.hot.codec.placeholder, uow.hot.codec.time_out
     params: list[Any] = [out(due_by or now), out(now)]
     only = ""
     if lifecycles:
@@ -54,47 +44,22 @@ def claim_due(
         column = "+lifecycle" if uow.hot.sqlite else "lifecycle"
         only = f" AND {column} IN ({', '.join(ph for _ in lifecycles)})"
         params.extend(lifecycles)
-    params.append(limit)
-    sql = (
-        f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entity "
-        f"WHERE next_refresh_at <= {ph} AND (lease_expires_at IS NULL OR lease_expires_at <= {ph})"
-        f"{only} ORDER BY next_refresh_at LIMIT {ph}"
+    where = (
+        f"next_refresh_at <= {ph} AND (lease_expires_at IS NULL OR lease_expires_at <= {ph}){only}"
     )
-    if uow.locks_rows:
-        sql += " FOR UPDATE SKIP LOCKED"
-        found = [tuple(v) for v in uow.connection.exec_driver_sql(sql, tuple(params))]
-    else:  # SQLite: all rows in one fetch on the driver, positional
-        found = uow.driver(sql, tuple(params)).fetchall()
-    if not found:
-        return []
-    ids = [v[0] for v in found]
-    lease = f"UPDATE entity SET lease_owner = {ph}, lease_expires_at = {ph} WHERE "
-    until = out(lease_until)
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        sql, params_ = lease + _ids_clause(uow, len(chunk)), (owner, until, *_ids_param(uow, chunk))
-        if uow.locks_rows:
-            uow.connection.exec_driver_sql(sql, params_)
-        else:
-            uow.driver(sql, params_)
-    claims = []
-    for values in found:
-        leased = (*values[:_LEASE_OWNER], owner, until, *values[_LEASE_OWNER + 2 :])
-        row = hot.entity_from(leased)
-        claims.append(Claim(row, values[_LEASE_OWNER], None if uow.locks_rows else leased))
-    return claims
+    return claims.claim_entities(uow, owner, lease_until, where, params, limit)
 
 
-def reread_claims(uow: UnitOfWork, owner: str, claims: Sequence[Claim]) -> dict[str, EntityRow]:
+def reread_claims(uow: UnitOfWork, owner: str, held: Sequence[Claim]) -> dict[str, EntityRow]:
     """The claimed entities read again in the write transaction (locked where the database
     can), those whose lease `owner` still holds; a row unchanged since its claim (SQLite) is
     the claim's own record, not converted again."""
-    ids = [c.entity.id for c in claims]
-    if uow.locks_rows or any(c.raw is None for c in claims):
+    ids = [c.entity.id for c in held]
+    if uow.locks_rows or any(c.raw is None for c in held):
         rows = uow.lock_entities(ids)
     else:
         hot = uow.hot
-        claimed = {c.entity.id: c for c in claims}
+        claimed = {c.entity.id: c for c in held}
         rows = {}
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
@@ -111,6 +76,8 @@ def finish_refresh(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) ->
     expired writes nothing). Returns how many rows were ours."""
     if not marks:
         return 0
+    if uow.locks_rows:
+        return _finish_refresh_set(uow, owner, marks)
     ph, out = uow.hot.codec.placeholder, uow.hot.codec.time_out
     sql = (
         f"UPDATE entity SET next_refresh_at = {ph}, observation_failures = {ph}, "
@@ -132,6 +99,29 @@ def finish_refresh(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) ->
         return int(uow.driver(sql, params, many=True).rowcount)
     arg: Any = params[0] if len(params) == 1 else params
     return int(uow.connection.exec_driver_sql(sql, arg).rowcount)
+
+
+_FINISH_SET = (
+    "UPDATE entity SET next_refresh_at = m.next_at, observation_failures = m.failures, "
+    "last_observed_at = COALESCE(m.observed_at, entity.last_observed_at), "
+    "lease_owner = NULL, lease_expires_at = NULL "
+    "FROM unnest(%s::text[], %s::timestamptz[], %s::int[], %s::timestamptz[]) "
+    "AS m(id, next_at, failures, observed_at) WHERE entity.id = m.id AND entity.lease_owner = %s"
+)
+
+
+def _finish_refresh_set(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) -> int:
+    """PostgreSQL: every mark in one statement (one plan and executor start for the batch, not
+    one per row); the ids in one global order, as every batch locks them."""
+    ordered = sorted(marks, key=lambda m: m.id)
+    params = (
+        [m.id for m in ordered],
+        [m.next_refresh_at for m in ordered],
+        [m.observation_failures for m in ordered],
+        [m.observed_at for m in ordered],
+        owner,
+    )
+    return int(uow.driver(_FINISH_SET, params).rowcount)
 
 
 def pull_refresh(uow: UnitOfWork, ids: Sequence[str], now: datetime) -> int:
@@ -210,26 +200,21 @@ def claim_commands(
     uow: UnitOfWork, owner: str, now: datetime, lease_until: datetime, limit: int
 ) -> list[ScheduledCommandRow]:
     """Lease due, not yet done commands (an expired claim of a dead worker is taken over)."""
-    query = (
-        select(commands)
-        .where(
+    return claims.claim_rows(
+        uow,
+        commands,
+        commands,
+        [
             commands.c.done_at.is_(None),
             commands.c.due_at <= now,
             or_(commands.c.claim_expires_at.is_(None), commands.c.claim_expires_at <= now),
-        )
-        .order_by(commands.c.due_at, commands.c.id)
-        .limit(limit)
+        ],
+        [commands.c.due_at, commands.c.id],
+        limit,
+        {"claimed_by": owner, "claim_expires_at": lease_until},
+        lambda r: ScheduledCommandRow(**r),
+        lambda c: (c.due_at, c.id),
     )
-    if uow.locks_rows:
-        query = query.with_for_update(skip_locked=True)
-    rows = [ScheduledCommandRow(**r._mapping) for r in uow.connection.execute(query)]
-    if rows:
-        uow.connection.execute(
-            update(commands)
-            .where(commands.c.id.in_([r.id for r in rows]))
-            .values(claimed_by=owner, claim_expires_at=lease_until)
-        )
-    return [r._replace(claimed_by=owner, claim_expires_at=lease_until) for r in rows]
 
 
 def complete_command(

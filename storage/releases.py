@@ -12,6 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, and_, func, insert, inspect, or_, select, update
 
+from storage import claims
 from storage.database import redact_text
 from storage.records import ReleaseRow
 from storage.store import UnitOfWork
@@ -62,28 +63,22 @@ def claim(
     """Lease due, pending obligations of entities in `lifecycles` (expired claims are taken)."""
     if not lifecycles:
         return []
-    query = (
-        select(releases)
-        .join(entities, entities.c.id == releases.c.entity_id)
-        .where(
+    return claims.claim_rows(
+        uow,
+        releases,
+        releases.join(entities, entities.c.id == releases.c.entity_id),
+        [
             releases.c.released_at.is_(None),
             releases.c.next_attempt_at <= now,
             or_(releases.c.claim_expires_at.is_(None), releases.c.claim_expires_at <= now),
             entities.c.lifecycle.in_(sorted(lifecycles)),
-        )
-        .order_by(releases.c.next_attempt_at, releases.c.entity_id)
-        .limit(limit)
+        ],
+        [releases.c.next_attempt_at, releases.c.entity_id],
+        limit,
+        {"claimed_by": owner, "claim_expires_at": until},
+        lambda r: ReleaseRow(**r),
+        lambda r: (r.next_attempt_at, r.entity_id),
     )
-    if uow.locks_rows:
-        query = query.with_for_update(of=releases, skip_locked=True)
-    rows = [ReleaseRow(**r._mapping) for r in uow.connection.execute(query)]
-    if rows:
-        uow.connection.execute(
-            update(releases)
-            .where(releases.c.entity_id.in_([r.entity_id for r in rows]))
-            .values(claimed_by=owner, claim_expires_at=until)
-        )
-    return [r._replace(claimed_by=owner, claim_expires_at=until) for r in rows]
 
 
 def finish(

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from storage import inserts
 from storage.database import (
     READ_ONLY,
     check_existing,
@@ -57,7 +58,7 @@ class UnitOfWork:
         self._lock_rows = lock_rows
         self._cursor: Any = None
 
-    def _driver(self, sql: str, params: Any, *, many: bool = False) -> Any:
+    def _driver(self, sql: str, params: Any, *, many: bool = False, returning: bool = False) -> Any:
         """Run a hot-path statement on the DBAPI cursor of this transaction's connection.
 
         An SQLAlchemy execution context (result metadata, events, parameter processing) costs
@@ -71,8 +72,8 @@ class UnitOfWork:
             assert driver is not None  # a checked-out connection always has one
             cursor = self._cursor = driver.cursor()
         try:
-            if many:
-                cursor.executemany(sql, params)
+            if many:  # psycopg: `returning` keeps each row's RETURNING as one result set
+                cursor.executemany(sql, params, **({"returning": True} if returning else {}))
             else:
                 cursor.execute(sql, params)
         except Exception as exc:
@@ -96,9 +97,9 @@ class UnitOfWork:
     def hot(self) -> HotSql:
         return self._hot
 
-    def driver(self, sql: str, params: Any, *, many: bool = False) -> Any:
+    def driver(self, sql: str, params: Any, *, many: bool = False, returning: bool = False) -> Any:
         """Run a hot statement on the driver's cursor (see `_driver`); the cursor, to fetch."""
-        return self._driver(sql, params, many=many)
+        return self._driver(sql, params, many=many, returning=returning)
 
     @property
     def locks_rows(self) -> bool:
@@ -113,6 +114,9 @@ class UnitOfWork:
             if row.id in seen:
                 raise DuplicateEntity(row.id)
             seen.add(row.id)
+        if self._lock_rows:
+            inserts.insert_new(self, rows, seen)
+            return
         taken = self._existing(list(seen))
         if taken:
             raise DuplicateEntity(min(taken))
@@ -121,9 +125,7 @@ class UnitOfWork:
         if missing:
             raise EntityNotFound(min(missing))
         if rows:
-            # one global order, so concurrent creators wait for each other instead of deadlocking
-            ordered = sorted(rows, key=lambda r: r.id) if self._lock_rows else rows
-            params = [self._hot.entity_params(r) for r in ordered]
+            params = [self._hot.entity_params(r) for r in rows]
             self._driver(self._hot.insert_entity, params, many=True)
 
     def ensure_definition(

@@ -1,0 +1,140 @@
+"""PostgreSQL claims and creation in one statement each (storage/claims.py, storage/inserts.py):
+concurrent claimers never hold the same entity, and a batch with a taken id writes nothing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fsm import DuplicateEntity, Engine, ManualClock, NewEntity
+from storage import queue
+
+ENTITIES = 240
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[tuple[Engine, ManualClock]]:
+    clock = ManualClock()
+    engine = Engine(pg_url, clock=clock)
+    engine.create_many(NewEntity("service", id=f"s-{i:04d}") for i in range(ENTITIES))
+    clock.advance(3600)  # every service is due
+    yield engine, clock
+    engine.close()
+
+
+def _claim_all(
+    engine: Engine, clock: ManualClock, batches: list[int], lease: float
+) -> dict[str, list[str]]:
+    """Each claimer (one thread, one connection) claims with its batch size until none is
+    left for it; returns the ids each one got."""
+    got: dict[str, list[str]] = {f"w{n}": [] for n in range(len(batches))}
+    start = threading.Barrier(len(batches))
+    errors: list[BaseException] = []
+
+    def run(owner: str, size: int) -> None:
+        try:
+            start.wait()
+            while True:
+                now = clock()
+                with engine.store.transaction() as uow:
+                    claims = queue.claim_due(uow, owner, now, now + timedelta(seconds=lease), size)
+                if not claims:
+                    return
+                got[owner] += [c.entity.id for c in claims]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(o, b)) for o, b in zip(got, batches, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors[0]
+    return got
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batches=st.lists(st.integers(1, 60), min_size=2, max_size=4))
+def test_concurrent_claimers_hold_disjoint_sets(
+    pg_engine: tuple[Engine, ManualClock], batches: list[int]
+) -> None:
+    engine, clock = pg_engine
+    clock.advance(3600)  # every lease of the previous example has expired
+    got = _claim_all(engine, clock, batches, lease=600)
+    claimed = [i for ids in got.values() for i in ids]
+    assert len(claimed) == len(set(claimed)) == ENTITIES  # each entity once, none left out
+    holder = {e.id: e.lease_owner for e in engine.list_entities()}
+    assert all(holder[i] == owner for owner, ids in got.items() for i in ids)
+
+
+def test_a_claim_reports_the_expired_owner_and_returns_due_order(
+    pg_engine: tuple[Engine, ManualClock],
+) -> None:
+    engine, clock = pg_engine
+    now = clock()
+    with engine.store.transaction() as uow:
+        first = queue.claim_due(uow, "dead", now, now + timedelta(seconds=5), 10)
+    assert [c.previous_owner for c in first] == [None] * 10
+    clock.advance(10)
+    now = clock()
+    with engine.store.transaction() as uow:
+        again = queue.claim_due(uow, "alive", now, now + timedelta(seconds=60), ENTITIES)
+    assert len(again) == ENTITIES
+    previous = {c.entity.id: c.previous_owner for c in again}
+    assert {i for i, p in previous.items() if p == "dead"} == {c.entity.id for c in first}
+    due = [c.entity.next_refresh_at for c in again]
+    assert due == sorted(due)  # type: ignore[type-var]
+    assert {c.entity.lease_owner for c in again} == {"alive"}
+
+
+def test_a_taken_id_writes_nothing_of_the_batch(pg_engine: tuple[Engine, ManualClock]) -> None:
+    engine, _ = pg_engine
+    fresh = [NewEntity("service", id=f"new-{i}") for i in range(50)]
+    with pytest.raises(DuplicateEntity, match="s-0007"):
+        engine.create_many([*fresh, NewEntity("service", id="s-0007")])
+    assert engine.store.get_entity("new-0") is None and engine.store.get_entity("new-49") is None
+    # inside a caller's transaction that catches the error: still nothing of the batch
+    with engine.store.transaction() as uow:
+        with pytest.raises(DuplicateEntity, match="s-0003"):
+            engine.create_in(uow, [*fresh, NewEntity("service", id="s-0003")])
+        engine.create_in(uow, [NewEntity("service", id="kept")])
+    assert engine.store.get_entity("kept") is not None and engine.store.get_entity("new-10") is None
+    assert len(engine.list_entities()) == ENTITIES + 1
+
+
+def test_concurrent_creators_of_one_id_one_wins(pg_engine: tuple[Engine, ManualClock]) -> None:
+    engine, _ = pg_engine
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def create(tag: str) -> None:
+        start.wait()
+        items = [NewEntity("service", id=f"{tag}-{i}") for i in range(100)]
+        try:
+            engine.create_many([*items, NewEntity("service", id="contested")])
+            outcomes.append(tag)
+        except DuplicateEntity:
+            outcomes.append("duplicate")
+
+    threads = [threading.Thread(target=create, args=(t,)) for t in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes)[0] in ("a", "b") and sorted(outcomes)[1] == "duplicate"
+    loser = "b" if "a" in outcomes else "a"
+    assert (
+        engine.store.get_entity(f"{loser}-0") is None
+        and engine.store.get_entity("contested") is not None
+    )
