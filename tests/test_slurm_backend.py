@@ -50,7 +50,10 @@ def backend(fake: FakeSlurm, engine: Engine) -> SlurmBackend:
 
 @pytest.fixture
 def worker(engine: Engine, backend: SlurmBackend) -> Worker:
-    return Worker(engine, [backend], settings=WorkerSettings(max_backoff=5))
+    # fixed batches of 100: these tests count the Slurm calls of each batch, so the worker's own
+    # sizing (which grows batches that run fast) must not merge two batches into one
+    settings = WorkerSettings(max_backoff=5, batch_size=100, max_batches_per_tick=50)
+    return Worker(engine, [backend], settings=settings)
 
 
 def step(worker: Worker, clock: ManualClock, seconds: float = 60) -> None:
