@@ -77,11 +77,22 @@ def claim_due(
             uow.connection.exec_driver_sql(sql, params_)
         else:
             uow.driver(sql, params_)
+    return leased_claims(uow, found, owner, until)
+
+
+def leased_claims(
+    uow: UnitOfWork, found: Sequence[tuple[Any, ...]], owner: str, until: Any
+) -> list[Claim]:
+    """Claims of the entity rows `found` (driver values, before the lease) now leased to
+    `owner` until `until` (driver form), each converted once; on SQLite each keeps its leased
+    row, so `reread_claims` can tell an unchanged row without converting it again."""
+    hot, keep = uow.hot, not uow.locks_rows
     claims = []
     for values in found:
         leased = (*values[:_LEASE_OWNER], owner, until, *values[_LEASE_OWNER + 2 :])
-        row = hot.entity_from(leased)
-        claims.append(Claim(row, values[_LEASE_OWNER], None if uow.locks_rows else leased))
+        claims.append(
+            Claim(hot.entity_from(leased), values[_LEASE_OWNER], leased if keep else None)
+        )
     return claims
 
 
