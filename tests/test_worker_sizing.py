@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from backends.sim import SimBackend, populate
 from fsm import Engine, ManualClock
+from fsm.config import ConfigError, load_config
 from fsm.errors import InvalidInput
 from fsm.runner import Runner
 from fsm.worker import TickStats, Worker, WorkerSettings
@@ -239,3 +240,28 @@ def test_the_re_read_reuses_unchanged_claims_and_reads_changed_ones_anew(
             assert ours["svc-0"] is by_id["svc-0"]  # SQLite: not converted again
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "batch_size", "max_batches"),
+    [
+        ("interval: 1.0\n", None, None),
+        ("batch_size: null\nmax_batches_per_tick: null\n", None, None),
+        ("batch_size: 250\nmax_batches_per_tick: 7\n", 250, 7),
+    ],
+)
+def test_run_config_leaves_the_sizes_to_the_worker_unless_given(
+    tmp_path: Path, text: str, batch_size: int | None, max_batches: int | None
+) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    config = load_config(path)
+    assert (config.batch_size, config.max_batches_per_tick) == (batch_size, max_batches)
+
+
+@pytest.mark.parametrize("value", ["0", "2.5", "abc", "true", "100001"])
+def test_run_config_refuses_a_bad_batch_size(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(f"batch_size: {value}\n")
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_config(path)
