@@ -58,6 +58,10 @@ class EntityTable(SQLModel, table=True):
             "deadline_at",
             "next_refresh_at",
         ),
+        # migration 0006: the counts by lifecycle and state; narrow so that PostgreSQL's B-tree
+        # deduplication keeps it a few MB at 1M rows (the covering index, one entry per id, is
+        # as large as the table there, and its planner reads the heap instead)
+        Index("ix_entity_counts", "lifecycle", "state", "terminal"),
         _partial("ix_entity_next_refresh_at", "next_refresh_at"),
         _partial("ix_entity_deadline_at", "deadline_at"),
         _partial("ix_entity_lease_owner", "lease_owner"),

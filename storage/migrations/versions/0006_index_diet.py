@@ -8,7 +8,10 @@ Each transition moved the entity's entries in seven indexes and appended to thre
 indexes. Now:
 - one covering `ix_entity_states` (lifecycle, state, id, terminal, observation_failures,
   deadline_at, next_refresh_at) replaces (lifecycle, state), (lifecycle, state, id) and the
-  overview's `ix_entity_attention`: counts, keyset pages by state and the overview read it alone;
+  overview's `ix_entity_attention`: keyset pages by state and the overview read it alone;
+- a narrow `ix_entity_counts` (lifecycle, state, terminal) serves the counts: PostgreSQL
+  deduplicates its entries (7 MB at 1M rows against 118 MB for the covering index, which its
+  planner would rather not read whole than scan the 122 MB table);
 - the mostly-NULL columns (next refresh: NULL once terminal; deadline; lease; parent; profile)
   are indexed only where they are set, and the queues only where work is pending;
 - one `ix_transition_recorded` (recorded_at, entity_id, seq, and the move) replaces the two
@@ -82,6 +85,7 @@ NEW: tuple[Spec, ...] = (
         ],
         None,
     ),
+    ("ix_entity_counts", "entity", ["lifecycle", "state", "terminal"], None),
     (
         "ix_entity_next_refresh_at",
         "entity",
