@@ -87,6 +87,21 @@ def cluster_problem() -> str | None:
     return None
 
 
+def settled_cluster_problem(timeout: float = 90) -> str | None:
+    """`cluster_problem`, waited out for up to `timeout` s while the cluster is installed: a
+    node reads "unknown" for a while after its controller restarted (another test module's
+    slurm.conf knobs) until its slurmd registers again, and that is not a missing cluster. No
+    controller running at all is answered at once."""
+    from tests.slurm_controller import controller_pids  # it imports this module
+
+    deadline = time.monotonic() + timeout
+    while (problem := cluster_problem()) is not None and controller_pids():
+        if time.monotonic() >= deadline:
+            return f"{problem} (still after {timeout:.0f} s)"
+        time.sleep(1)
+    return problem
+
+
 def require(problem: str | None) -> None:
     """Skip (on a machine without the component) or fail (in CI) when it is missing."""
     if problem is not None:

@@ -21,7 +21,7 @@ from backends.slurm import LocalTransport, SlurmBackend, submit_service
 from fsm import Engine
 from fsm.worker import Worker, WorkerSettings
 from tests.slurm_controller import require_controller, start_controller, stop_controller
-from tests.slurm_support import cluster_problem, require, tick_until
+from tests.slurm_support import require, settled_cluster_problem, tick_until
 
 pytestmark = pytest.mark.slow
 OUTPUT = Path("/tmp/fsm-slurm-tests")
@@ -30,7 +30,7 @@ HTTP = ["python3", "-m", "http.server", "{port}", "--bind", "127.0.0.1"]
 
 @pytest.fixture(scope="module")
 def cluster() -> None:
-    require(cluster_problem())
+    require(settled_cluster_problem())
     OUTPUT.mkdir(exist_ok=True)
 
 

@@ -28,14 +28,14 @@ from tests.slurm_cluster_support import (
     stranger_job,
     wait_slurm,
 )
-from tests.slurm_support import cluster_problem, require
+from tests.slurm_support import require, settled_cluster_problem
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def cluster() -> None:
-    require(cluster_problem())
+    require(settled_cluster_problem())
     OUTPUT.mkdir(exist_ok=True)
 
 

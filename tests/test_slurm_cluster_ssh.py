@@ -17,7 +17,7 @@ from backends.slurm import SlurmBackend, SshTransport, submit_service
 from backends.slurm.blackfish import Service
 from fsm import Engine
 from fsm.worker import Worker, WorkerSettings
-from tests.slurm_support import cluster_problem, require, sshd_settings, tick_until
+from tests.slurm_support import require, settled_cluster_problem, sshd_settings, tick_until
 
 pytestmark = pytest.mark.slow
 OUTPUT = Path("/tmp/fsm-slurm-tests")
@@ -27,7 +27,7 @@ JOB = {"job_name": "fsm-ssh", "output": f"{OUTPUT}/%j.out"}
 
 @pytest.fixture(scope="module")
 def settings() -> dict[str, str]:
-    require(cluster_problem())
+    require(settled_cluster_problem())
     found = sshd_settings()
     if found is None:
         require("no test sshd: run scripts/sshd-up.sh (it writes /tmp/fsm-sshd/env)")

@@ -17,7 +17,7 @@ from backends.slurm.blackfish import Service
 from fsm import Engine
 from fsm.supervisor import Supervisor
 from fsm.worker import Worker, WorkerSettings
-from tests.slurm_support import cluster_problem, require
+from tests.slurm_support import require, settled_cluster_problem
 
 pytestmark = pytest.mark.slow
 OUTPUT = Path("/tmp/fsm-supervision-tests")
@@ -32,7 +32,7 @@ def slurm_state(backend: SlurmBackend, job: str) -> str:
 def test_scancel_by_someone_else_is_restarted_and_a_stop_restarts_nothing(
     tmp_path: Path,
 ) -> None:
-    require(cluster_problem())
+    require(settled_cluster_problem())
     OUTPUT.mkdir(exist_ok=True)
     engine = Engine(f"sqlite:///{tmp_path}/fsm.db", refresh_scale=0.1)
     backend = SlurmBackend(LocalTransport(timeout=5.0), health_path="/", health_timeout=1.0)
