@@ -51,6 +51,7 @@ class Codec:
     time_in: Callable[[Any], Any]  # datetime | None; Any so required columns need no cast
     json_in: Callable[[Any], dict[str, Any]]
     json_out: Callable[[Any], str]
+    native_times: bool = False  # time_out is the identity: the driver adapts datetimes itself
 
 
 SQLITE = Codec(
@@ -66,6 +67,7 @@ POSTGRES = Codec(
     time_in=_time_in_native,
     json_in=_json_in_native,
     json_out=json.dumps,
+    native_times=True,
 )
 
 

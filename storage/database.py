@@ -143,6 +143,15 @@ def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
         cursor.close()
 
 
+def _postgres_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Sessions in UTC: psycopg then loads timestamptz as datetimes in `datetime.UTC` (its C
+    # loader's fast path, and nothing for `Codec.time_in` to convert) instead of in the server's
+    # zone (e.g. `Etc/UTC`, a ZoneInfo): ~3 us less per entity row read (bench pg_batch_raw).
+    # Stored instants are the same; only how the session renders and truncates them changes.
+    dbapi_connection.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()
+
+
 def _reader_on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     for pragma in _READER_PRAGMAS:
@@ -182,7 +191,9 @@ def open_engine(url: str, *, read_only: bool = False) -> Engine:
         )
     try:
         if backend != "sqlite":
-            return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            event.listen(engine, "connect", _postgres_on_connect)
+            return engine
         database = parsed.database or ""
         if database in ("", ":memory:"):
             engine = create_engine(

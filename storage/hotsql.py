@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from storage.codec import codec_for
@@ -37,6 +38,9 @@ _HEAD_COLUMNS = (
     "definition_version",
 )
 
+# EntityUpdate fields in `update_head`'s parameter order (head, then id and expected version)
+_UPDATE_ORDER = itemgetter(2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1)
+
 
 class HotSql:
     """Hand-written SQL for the per-event hot path, with positional parameters.
@@ -49,6 +53,8 @@ class HotSql:
     def __init__(self, dialect: str) -> None:
         self.codec = codec_for(dialect)
         self.sqlite = dialect == "sqlite"
+        # the driver takes datetimes as they are (PostgreSQL): parameters need no time calls
+        self._native_times = self.codec.native_times
         ph = self.codec.placeholder
         columns = ", ".join(ENTITY_COLUMNS)
         self.select_entities = f"SELECT {columns} FROM entity WHERE "
@@ -142,8 +148,10 @@ class HotSql:
     def transition_params(
         self, t: TransitionRow, out: Callable[[datetime | None], Any] | None = None
     ) -> tuple[Any, ...]:
-        out = out or self.codec.time_out
         payload = self.codec.json_out(t.payload) if t.payload else "{}"
+        if self._native_times and (out is None or out is self.codec.time_out):
+            return (t[0], t[1], t[2], t[3], t[4], t[5], payload, t[7], t[8], t[9])
+        out = out or self.codec.time_out
         return (
             t.entity_id,
             t.seq,
@@ -160,6 +168,10 @@ class HotSql:
     def update_params(
         self, u: EntityUpdate, out: Callable[[datetime | None], Any] | None = None
     ) -> tuple[Any, ...]:
+        if self._native_times and (out is None or out is self.codec.time_out):
+            if u.data is None:
+                return _UPDATE_ORDER(u)  # type: ignore[no-any-return]
+            return (*_UPDATE_ORDER(u)[:9], self.codec.json_out(u.data), u.id, u.expected_version)
         out = out or self.codec.time_out
         head = (
             u.state,

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from fsm import Engine, Event, ManualClock, NewEntity
 from fsm.lifecycle import Lifecycle
 from fsm.staging import Head
-from storage import EntityRow, EntityUpdate
+from storage import EntityRow, EntityUpdate, TransitionRow, hotsql
 from storage.hotsql import HotSql
 
 N = 60
@@ -140,3 +140,49 @@ def test_batch_records_equal_the_per_row_ones(rows: list[tuple[datetime, Any, bo
         assert hot.update_params(update, hot.batch_time_out(3)) == hot.update_params(update)
         assert out(at) is not None
     assert hot.entities_from(stored) == [hot.entity_from(v) for v in stored]
+
+
+_json = st.dictionaries(st.text(max_size=3), st.integers() | st.text(max_size=3), max_size=2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["sqlite", "postgresql"]),
+    _times,
+    st.none() | _times,
+    st.none() | _times,
+    st.none() | _json,
+    _json,
+)
+def test_parameters_follow_the_statements_columns(
+    dialect: str,
+    at: datetime,
+    deadline: datetime | None,
+    refresh: datetime | None,
+    data: Any,
+    payload: dict[str, Any],
+) -> None:
+    # built by column name from the statements' own column lists: the positional fast paths
+    # (PostgreSQL passes datetimes through untouched) must put every value where its column is
+    hot = HotSql(dialect)
+    c = hot.codec
+
+    def value(name: str, v: Any) -> Any:
+        if isinstance(v, datetime) or (v is None and name.endswith("_at")):
+            return c.time_out(v)
+        return v
+
+    later = at + timedelta(seconds=1)
+    update = EntityUpdate("e1", 3, "S", True, 4, 5, at, deadline, refresh, later, "v2", data)
+    want = [value(n, getattr(update, n)) for n in hotsql._HEAD_COLUMNS]
+    if data is not None:
+        want.append(c.json_out(data))
+    for out in (None, hot.batch_time_out(10)):
+        assert hot.update_params(update, out) == (*want, "e1", 3)
+    row = TransitionRow("e1", 5, "A", "B", "go", "user", payload, at, later, "v2")
+    expected = [
+        (c.json_out(payload) if payload else "{}") if n == "payload" else value(n, getattr(row, n))
+        for n in hotsql.TRANSITION_COLUMNS
+    ]
+    for out in (None, hot.batch_time_out(10)):
+        assert hot.transition_params(row, out) == tuple(expected)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from fsm import DatabaseCorrupt, DatabaseUnavailable, Engine, ManualClock
+from fsm import DatabaseCorrupt, DatabaseUnavailable, Engine, Event, ManualClock
 from storage import Store
 from storage.tables import entity_table
 
@@ -90,3 +91,23 @@ def test_verify_reports_each_kind_of_damage(engine: Engine, sql: str, kind: str)
     _damage(engine, sql)
     kinds = {v.kind for v in engine.verify()}
     assert kind in kinds, engine.verify()
+
+
+@pytest.mark.postgres
+def test_postgres_sessions_read_times_in_utc_whatever_the_server_zone(pg_url: str) -> None:
+    # a server (or URL) in another zone: times still come back in datetime.UTC itself, the
+    # same instants, so the hot path has nothing to convert
+    url = pg_url.replace("options=", "options=-cTimeZone%3DAsia/Kolkata%20", 1)
+    clock = ManualClock()
+    engine = Engine(url, clock=clock)
+    created = engine.create("service")
+    engine.apply([Event(created.id, "job_pending")])
+    with engine.store.transaction() as uow:
+        row = uow.lock_entities([created.id])[created.id]
+        zone = uow.connection.execute(text("SHOW TIME ZONE")).scalar_one()
+    engine.close()
+    assert zone == "UTC"
+    assert row.created_at.tzinfo is UTC
+    assert row.state_entered_at.tzinfo is UTC
+    assert row.created_at == clock.now
+    assert row.state == "PENDING"
