@@ -38,9 +38,10 @@ def claim_due(
     params: list[Any] = [out(due_by or now), out(now)]
     only = ""
     if lifecycles:
-        # SQLite: `+lifecycle` keeps the planner off ix_entity_lifecycle_state, which would
-        # read every row of the lifecycle and sort them for each batch (a cycle quadratic in
-        # the number of entities); the next_refresh_at index yields the batch in order.
+        # SQLite: `+lifecycle` keeps the planner off ix_entity_states and ix_entity_counts,
+        # which would read every row of the lifecycle and sort them for each batch (a cycle
+        # quadratic in the number of entities); the next_refresh_at index yields the batch in
+        # order.
         column = "+lifecycle" if uow.hot.sqlite else "lifecycle"
         only = f" AND {column} IN ({', '.join(ph for _ in lifecycles)})"
         params.extend(lifecycles)
