@@ -58,13 +58,13 @@ class UnitOfWork:
         self._lock_rows = lock_rows
         self._cursor: Any = None
 
-    def _driver(self, sql: str, params: Any, *, many: bool = False, returning: bool = False) -> Any:
+    def driver(self, sql: str, params: Any, *, many: bool = False, returning: bool = False) -> Any:
         """Run a hot-path statement on the DBAPI cursor of this transaction's connection.
 
         An SQLAlchemy execution context (result metadata, events, parameter processing) costs
         more per statement than SQLite's own work for a one-row write, and the hot statements
         need none of it. Driver errors are wrapped as SQLAlchemy would wrap them, so
-        `Store.transaction` translates them as before.
+        `Store.transaction` translates them as before. Returns the cursor, to fetch from.
         """
         cursor = self._cursor
         if cursor is None:
@@ -97,10 +97,6 @@ class UnitOfWork:
     def hot(self) -> HotSql:
         return self._hot
 
-    def driver(self, sql: str, params: Any, *, many: bool = False, returning: bool = False) -> Any:
-        """Run a hot statement on the driver's cursor (see `_driver`); the cursor, to fetch."""
-        return self._driver(sql, params, many=many, returning=returning)
-
     @property
     def locks_rows(self) -> bool:
         """True where rows can be locked (PostgreSQL); SQLite locks the whole file instead."""
@@ -126,7 +122,7 @@ class UnitOfWork:
             raise EntityNotFound(min(missing))
         if rows:
             params = [self._hot.entity_params(r) for r in rows]
-            self._driver(self._hot.insert_entity, params, many=True)
+            self.driver(self._hot.insert_entity, params, many=True)
 
     def ensure_definition(
         self, name: str, version: str, body: dict[str, Any], now: datetime
@@ -162,7 +158,7 @@ class UnitOfWork:
             chunk = wanted[start : start + _LOCK_CHUNK]
             sql, as_array = hot.select_by_ids(len(chunk), lock=self._lock_rows)
             params: Any = (chunk,) if as_array else tuple(chunk)
-            for row in hot.entities_from(self._driver(sql, params).fetchall()):
+            for row in hot.entities_from(self.driver(sql, params).fetchall()):
                 found[row.id] = row
         return found
 
@@ -181,17 +177,17 @@ class UnitOfWork:
                 continue
             params = [hot.update_params(u, out) for u in group]
             if len(params) == 1:
-                matched = self._driver(sql, params[0]).rowcount
+                matched = self.driver(sql, params[0]).rowcount
             else:
-                matched = self._driver(sql, params, many=True).rowcount
+                matched = self.driver(sql, params, many=True).rowcount
             if matched != len(params):
                 self._raise_conflict(group)
         if transitions:
             rows = [hot.transition_params(t, out) for t in transitions]
             if len(rows) == 1:
-                self._driver(hot.insert_transition, rows[0])
+                self.driver(hot.insert_transition, rows[0])
             else:
-                self._driver(hot.insert_transition, rows, many=True)
+                self.driver(hot.insert_transition, rows, many=True)
 
     def _raise_conflict(self, updates: Sequence[EntityUpdate]) -> None:
         current = {
