@@ -11,6 +11,8 @@ from fsm.lifecycle import Lifecycle
 from storage import EntityRow, Store, TransitionRow
 
 PAGE = 500
+#: re-reads of an entity whose page read raced a writer, before its violations count
+RECHECKS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +65,29 @@ def verify_store(store: Store, lifecycles: Mapping[str, Lifecycle]) -> list[Viol
             return violations
         histories = store.histories([e.id for e in page])
         for entity in page:
-            violations.extend(check_entity(entity, histories[entity.id], rules))
+            found = check_entity(entity, histories[entity.id], rules)
+            if found:
+                violations.extend(_settled(store, entity, found, rules))
         after = page[-1].id
+
+
+def _settled(
+    store: Store, entity: EntityRow, found: list[Violation], rules: Mapping[tuple[str, str], _Rules]
+) -> list[Violation]:
+    """The violations of `entity` read consistently. A page and its histories are two reads, so
+    a transition committed between them (a live worker; a killed worker's last COMMIT still
+    landing on the server) shows a head behind its history. Reading the entity, its history and
+    the entity again with the same version is one consistent view: any commit that adds a
+    transition also bumps the version."""
+    for _ in range(RECHECKS):
+        before = store.get_entity(entity.id)
+        history = store.history(entity.id)
+        again = store.get_entity(entity.id)
+        if before is None or again is None:
+            return found  # deleted meanwhile: report what was seen
+        if before.version == again.version:
+            return check_entity(again, history, rules)
+    return found
 
 
 def check_entity(
