@@ -164,11 +164,15 @@ READ_ONLY = "fsm_read_only"
 def _sqlite_begin(conn: Connection) -> None:
     # Writers take the write lock up front (no deadlock-prone lock upgrades); readers take a
     # deferred snapshot so that `fsm status` never blocks a running worker.
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    if driver.in_transaction:  # begun on the driver: storage.sqlite_write.write_transaction
+        return
     read_only = conn.get_execution_options().get(READ_ONLY, False)
     statement = "BEGIN" if read_only else "BEGIN IMMEDIATE"
     # On the driver itself: an SQLAlchemy execution context costs more than the BEGIN.
     try:
-        conn.connection.driver_connection.execute(statement)  # type: ignore[union-attr]
+        driver.execute(statement)
     except sqlite3.Error as exc:
         raise DBAPIError.instance(statement, (), exc, sqlite3.Error) from exc
 

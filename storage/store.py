@@ -34,9 +34,9 @@ from storage.errors import (
 )
 from storage.hotsql import HotSql
 from storage.records import EntityRow, EntityUpdate, StateCount, TransitionRow
+from storage.sqlite_write import write_transaction
 from storage.tables import definition_table, entity_table, transition_table
-from storage.wal_space import WalSpace
-from storage.wal_space import disk_full as _disk_full
+from storage.wal_space import WalSpace, disk_full
 
 _LOCK_CHUNK = 500
 
@@ -278,13 +278,13 @@ class Store:
             if self._space is not None:
                 self._space.before_write(conn)
             try:
-                with conn.begin():
+                with write_transaction(conn):
                     yield UnitOfWork(conn, self._hot, lock_rows=False)
             except BaseException as exc:
                 if conn.invalidated:
                     self._local.writer = None
                     conn.close()
-                elif self._space is not None and _disk_full(exc):
+                elif self._space is not None and disk_full(exc):
                     self._space.filled(conn)
                 raise
             if self._space is not None:

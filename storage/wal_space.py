@@ -97,7 +97,7 @@ class WalSpace:
         """Fold the log into the database and truncate it; False if it could not be done
         (no room for the folded pages, or a reader still needs the log)."""
         driver = conn.connection.driver_connection
-        if driver is None or conn.in_transaction():
+        if driver is None or conn.in_transaction() or driver.in_transaction:
             return False
         with self._lock:
             try:
