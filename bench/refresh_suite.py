@@ -175,8 +175,10 @@ class RefreshSuite(Suite):
                 rate_pair(big_s, raw_s, big),
                 "entities/s",
                 "entities/s",
-                Target(">=", 0.5),
-                f"one refresh cycle of {big:,} sim services, all due, on a SQLite file: "
+                None,
+                f"reference, no target (an in-memory anchor for durable work, as persist_batch; "
+                f"refresh_cycle_floor judges the cycle): one refresh cycle of {big:,} sim "
+                f"services, all due, on a SQLite file: "
                 f"Worker.refresh() calls of {cfg.refresh_tick} batches of {batch} on a fixed "
                 f"ManualClock (so one due_by) until nothing is due; {statistics.median(moved):.1%}"
                 f" of the services transitioned ({stats.transitions:,} transitions from "
