@@ -26,7 +26,12 @@ class _MemoryUnitOfWork(UnitOfWork):
         rows = self._rows
         return {i: rows[i] for i in dict.fromkeys(ids) if i in rows}
 
-    def write(self, updates: Sequence[EntityUpdate], transitions: Sequence[TransitionRow]) -> None:
+    def write(
+        self,
+        updates: Sequence[EntityUpdate],
+        transitions: Sequence[TransitionRow],
+        marks: Any = None,  # refresh marks: the in-memory path does no refreshes
+    ) -> None:
         rows = self._rows
         for u in updates:
             rows[u.id] = rows[u.id]._replace(

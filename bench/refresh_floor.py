@@ -13,14 +13,16 @@ from rawfsm import Rules, raw_machine
 
 from fsm.lifecycle import Lifecycle
 from storage.hotsql import ENTITY_COLUMNS, HotSql
-from storage.records import EntityUpdate, TransitionRow
+from storage.records import EntityUpdate, RefreshMark, TransitionRow
 
 
 class RefreshFloor:
     """(e) One refresh cycle as the worker's statements alone: per batch a claim transaction
     (the due SELECT in next_refresh_at order + the lease UPDATE) and a write transaction (the
-    re-read of the claimed rows, executemany of the heads with their data, the transitions and
-    the next-refresh marks), every parameter computed beforehand from the sim plan."""
+    re-read of the claimed rows; executemany of the heads the look changed, with their data
+    where it changed and their next-refresh mark in the same UPDATE; the transitions; the
+    bookkeeping UPDATE of the rows the look left as they were), every parameter computed
+    beforehand from the sim plan, grouped by statement as the store groups them."""
 
     OWNER = "floor"
 
@@ -43,7 +45,9 @@ class RefreshFloor:
             v[0]: v for v in self.conn.execute(f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entity")
         }
         _machine, model = raw_machine(lifecycle.definition)
-        self.writes: dict[str, tuple[Any, list[tuple[Any, ...]], tuple[Any, ...]]] = {}
+        # per entity: the head's statement (None: only the bookkeeping UPDATE), its
+        # transitions, and the parameters of the one UPDATE it gets
+        self.writes: dict[str, tuple[str | None, Any, tuple[Any, ...]]] = {}
         for entity_id, (state, events), seen in zip(plan.ids, plan.steps, plan.data, strict=True):
             values = stored[entity_id]
             version, seq = values[5], values[6]
@@ -71,33 +75,41 @@ class RefreshFloor:
                         )
                     )
             dest = model.state
-            data = {**json.loads(values[15]), **seen}
+            stored_data = json.loads(values[15])
+            data = {**stored_data, **seen}
+            changed = data != stored_data
             refresh = rules.refresh[dest]
+            mark = RefreshMark(entity_id, None if refresh is None else now + refresh, 0, now)
+            if not moves and not changed:  # the look changed nothing: the bookkeeping UPDATE
+                params = (out(mark.next_refresh_at), 0, out(now), entity_id, self.OWNER)
+                self.writes[entity_id] = (None, (), params)
+                continue
             limit = rules.limit[dest]
             head = EntityUpdate(
                 entity_id,
                 version,
                 dest,
                 dest in rules.terminal,
-                version + len(moves) + 1,
+                version + len(moves) + changed,
                 seq,
                 now,
                 None if limit is None else now + limit,
                 None if refresh is None else now + refresh,
                 now,
                 rules.version,
-                data,
+                data if changed else None,
             )
-            mark = (out(None if refresh is None else now + refresh), 0, entity_id, self.OWNER)
-            self.writes[entity_id] = (hot.update_params(head), moves, mark)
+            sql = hot.update_statements[(changed, True)]  # the head records the mark too
+            self.writes[entity_id] = (sql, moves, hot.update_params(head, None, mark))
         self.claim = (
             f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entity WHERE next_refresh_at <= ? AND "
             "(lease_expires_at IS NULL OR lease_expires_at <= ?) AND +lifecycle IN (?) "
             "ORDER BY next_refresh_at LIMIT ?"
         )
-        self.finish = (
-            "UPDATE entity SET next_refresh_at = ?, observation_failures = ?, lease_owner = NULL,"
-            " lease_expires_at = NULL WHERE id = ? AND lease_owner = ?"
+        self.finish = (  # queue.finish_refresh's statement
+            "UPDATE entity SET next_refresh_at = ?, observation_failures = ?, "
+            "last_observed_at = COALESCE(?, last_observed_at), "
+            "lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_owner = ?"
         )
         self.claimed = 0
 
@@ -129,9 +141,14 @@ class RefreshFloor:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(hot.select_by_ids(len(ids), lock=False)[0], ids).fetchall()
         writes = [self.writes[i] for i in ids]
-        conn.executemany(hot.update_head_and_data, [w[0] for w in writes])  # the store's order
+        heads: dict[str, list[tuple[Any, ...]]] = {}  # the store's grouping by statement
+        for sql, _moves, params in writes:
+            if sql is not None:
+                heads.setdefault(sql, []).append(params)
+        for sql, rows in heads.items():
+            conn.executemany(sql, rows)
         conn.executemany(hot.insert_transition, [m for w in writes for m in w[1]])
-        conn.executemany(self.finish, [w[2] for w in writes])
+        conn.executemany(self.finish, [w[2] for w in writes if w[0] is None])
         conn.commit()
         self.claimed += len(ids)
         return True

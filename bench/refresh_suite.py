@@ -197,8 +197,8 @@ class RefreshSuite(Suite):
                 f"the refresh_cycle_100k cycle ({per_big:.1f} us/entity) vs anchor (e): the "
                 f"worker's statements alone on a copy of the same database with precomputed "
                 f"parameters (per batch of {batch}: claim SELECT + lease UPDATE, commit; "
-                f"re-read SELECT, executemany heads with data, transitions, next-refresh "
-                f"marks, commit; no observe call), "
+                f"re-read SELECT, executemany of the changed heads with their next-refresh "
+                f"marks, transitions, the other rows' marks, commit; no observe call), "
                 f"{statistics.median(floor_s) / big * 1e6:.1f} us/entity, interleaved call "
                 f"by call",
             ),

@@ -23,6 +23,7 @@ from storage import (
     UnitOfWork,
     VersionConflict,
 )
+from storage.records import RefreshMark
 
 if TYPE_CHECKING:
     from fsm.engine import Engine
@@ -198,10 +199,13 @@ class StagedBatch:
         head.version += 1
         return True
 
-    def flush(self) -> None:
-        """Write every changed head and the staged transitions (still inside the transaction)."""
+    def flush(self, marks: Mapping[str, RefreshMark] | None = None) -> set[str]:
+        """Write every changed head and the staged transitions (still inside the transaction);
+        a changed head with a refresh mark records it in the same write. Returns the ids whose
+        marks were written that way (the caller records the others)."""
         heads = self.heads.values()
         changed = [h.update(self.now) for h in heads if h.version != h.row.version]
         self.used = {self.engine.lifecycles[h.row.lifecycle] for h in heads if h.seq != h.row.seq}
         self.engine._store_definitions(self.uow, self.used, self.now)
-        self.uow.write(changed, self.transitions)
+        self.uow.write(changed, self.transitions, marks)
+        return {u.id for u in changed if u.id in marks} if marks else set()

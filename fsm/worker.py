@@ -148,13 +148,13 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
             ours = queue.reread_claims(uow, self.id, claims)
             stats.leases_lost = len(claims) - len(ours)
             batch = engine.stage(uow, ours)
-            marks = [
-                self._record(batch, row, observations[i], started, now, stats)
+            marks = {
+                i: self._record(batch, row, observations[i], started, now, stats)
                 for i, row in ours.items()
-            ]
-            batch.flush()
+            }
+            written = batch.flush(marks)  # a changed head records its mark in the same write
             self._request_releases(uow, batch.transitions, now)
-            queue.finish_refresh(uow, self.id, marks)
+            queue.finish_refresh(uow, self.id, [m for i, m in marks.items() if i not in written])
             if self.listener:  # before the commit: see WorkerListener.released
                 self.listener.released(self.id, list(ours), engine.clock())
         engine.committed(batch)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
 from storage.codec import codec_for
-from storage.records import EntityRow, EntityUpdate, TransitionRow
+from storage.records import EntityRow, EntityUpdate, RefreshMark, TransitionRow
 from storage.tables import entity_table, transition_table
 
 ENTITY_COLUMNS = [c.name for c in entity_table.columns]
@@ -62,6 +62,17 @@ class HotSql:
         where = f" WHERE id = {ph} AND version = {ph}"
         self.update_head = f"UPDATE entity SET {head}{where}"
         self.update_head_and_data = f"UPDATE entity SET {head}, data = {ph}{where}"
+        mark = (
+            f"observation_failures = {ph}, last_observed_at = COALESCE({ph}, last_observed_at), "
+            "lease_owner = NULL, lease_expires_at = NULL"
+        )
+        # (data?, marked?) -> statement; a marked head also ends its refresh (queue.RefreshMark)
+        self.update_statements = {
+            (False, False): self.update_head,
+            (True, False): self.update_head_and_data,
+            (False, True): f"UPDATE entity SET {head}, {mark}{where}",
+            (True, True): f"UPDATE entity SET {head}, data = {ph}, {mark}{where}",
+        }
         self.insert_transition = self._insert("transition", TRANSITION_COLUMNS)
         self.insert_entity = self._insert("entity", ENTITY_COLUMNS)
 
@@ -165,25 +176,57 @@ class HotSql:
             t.definition_version,
         )
 
+    def update_groups(
+        self,
+        updates: Sequence[EntityUpdate],
+        out: Callable[[datetime | None], Any],
+        marks: Mapping[str, RefreshMark],
+    ) -> list[tuple[str, list[EntityUpdate], list[tuple[Any, ...]]]]:
+        """The updates split by statement (with data or not, marked or not), with parameters."""
+        groups: dict[tuple[bool, bool], list[EntityUpdate]] = {}
+        for u in updates:
+            groups.setdefault((u.data is not None, u.id in marks), []).append(u)
+        return [
+            (
+                self.update_statements[key],
+                group,
+                [self.update_params(u, out, marks.get(u.id) if key[1] else None) for u in group],
+            )
+            for key, group in groups.items()
+        ]
+
     def update_params(
-        self, u: EntityUpdate, out: Callable[[datetime | None], Any] | None = None
+        self,
+        u: EntityUpdate,
+        out: Callable[[datetime | None], Any] | None = None,
+        mark: RefreshMark | None = None,
     ) -> tuple[Any, ...]:
-        if self._native_times and (out is None or out is self.codec.time_out):
-            if u.data is None:
-                return _UPDATE_ORDER(u)  # type: ignore[no-any-return]
-            return (*_UPDATE_ORDER(u)[:9], self.codec.json_out(u.data), u.id, u.expected_version)
-        out = out or self.codec.time_out
-        head = (
-            u.state,
-            u.terminal,
-            u.version,
-            u.seq,
-            out(u.state_entered_at),
-            out(u.deadline_at),
-            out(u.next_refresh_at),
-            out(u.updated_at),
-            u.definition_version,
-        )
+        """The parameters of `update_statements[(u.data is not None, mark is not None)]`. A
+        `mark` (the refresh of this head just done) takes the place of the head's next refresh
+        time, so one row rewrite records both: on PostgreSQL each UPDATE of a row writes a new
+        version of it and of its index entries."""
+        if mark is not None:
+            u = u._replace(next_refresh_at=mark.next_refresh_at)
+        fmt = out or self.codec.time_out
+        native = self._native_times and fmt is self.codec.time_out
+        if native and u.data is None and mark is None:
+            return _UPDATE_ORDER(u)  # type: ignore[no-any-return]
+        if native:
+            head = _UPDATE_ORDER(u)[:9]
+        else:
+            head = (
+                u.state,
+                u.terminal,
+                u.version,
+                u.seq,
+                fmt(u.state_entered_at),
+                fmt(u.deadline_at),
+                fmt(u.next_refresh_at),
+                fmt(u.updated_at),
+                u.definition_version,
+            )
         if u.data is not None:
-            return (*head, self.codec.json_out(u.data), u.id, u.expected_version)
+            head = (*head, self.codec.json_out(u.data))
+        if mark is not None:
+            head = (*head, mark.observation_failures, fmt(mark.observed_at))
         return (*head, u.id, u.expected_version)

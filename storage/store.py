@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -33,7 +33,7 @@ from storage.errors import (
     VersionConflict,
 )
 from storage.hotsql import HotSql
-from storage.records import EntityRow, EntityUpdate, StateCount, TransitionRow
+from storage.records import EntityRow, EntityUpdate, RefreshMark, StateCount, TransitionRow
 from storage.sqlite_write import write_transaction
 from storage.tables import definition_table, entity_table, transition_table
 from storage.wal_space import WalSpace, disk_full
@@ -162,20 +162,18 @@ class UnitOfWork:
                 found[row.id] = row
         return found
 
-    def write(self, updates: Sequence[EntityUpdate], transitions: Sequence[TransitionRow]) -> None:
-        """Move entity heads and append their transitions; all or nothing.
-
-        Every update must still match its expected version, else `VersionConflict`
-        and the caller's transaction is rolled back.
-        """
+    def write(
+        self,
+        updates: Sequence[EntityUpdate],
+        transitions: Sequence[TransitionRow],
+        marks: Mapping[str, RefreshMark] | None = None,
+    ) -> None:
+        """Move entity heads and append their transitions; all or nothing (`VersionConflict`,
+        the caller's transaction rolled back, if an update no longer matches its expected
+        version). A head with a mark in `marks` also ends its refresh and lease in that write."""
         hot = self._hot
         out = hot.batch_time_out(len(updates) + len(transitions))
-        plain = [u for u in updates if u.data is None]
-        with_data = [u for u in updates if u.data is not None]
-        for sql, group in ((hot.update_head, plain), (hot.update_head_and_data, with_data)):
-            if not group:
-                continue
-            params = [hot.update_params(u, out) for u in group]
+        for sql, group, params in hot.update_groups(updates, out, marks or {}):
             if len(params) == 1:
                 matched = self.driver(sql, params[0]).rowcount
             else:
