@@ -87,12 +87,12 @@ REFRESH_LAYERS: tuple[tuple[str, Layer], ...] = (
 # The phases of Worker.refresh_batch: (label, file suffix, function name); cumulative time.
 PHASES = (
     ("claim (SELECT due + lease UPDATE)", "storage/queue.py", "claim_due"),
-    ("observe (SimBackend, one call per batch)", "backends/base.py", "observe_safely"),
-    ("re-read + lock the claimed rows", "storage/store.py", "lock_entities"),
+    ("observe (waiting for the backend's thread)", "fsm/worker.py", "_observe"),
+    ("re-read the claimed rows", "storage/queue.py", "reread_claims"),
     ("decide + stage the events", "fsm/worker.py", "_apply_observation"),
-    ("write heads + transitions", "fsm/engine.py", "flush"),
-    ("bookkeeping UPDATE (next refresh, lease)", "storage/queue.py", "finish_refresh"),
-    ("commits", "sqlalchemy/engine/default.py", "do_commit"),
+    ("write heads (with marks) + transitions", "fsm/staging.py", "flush"),
+    ("bookkeeping UPDATE (the unchanged rows)", "storage/queue.py", "finish_refresh"),
+    ("commits", "~", "<method 'commit' of 'sqlite3.Connection' objects>"),
     ("whole refresh_batch", "fsm/worker.py", "refresh_batch"),
 )
 
