@@ -66,7 +66,7 @@ class HotSql:
             f"observation_failures = {ph}, last_observed_at = COALESCE({ph}, last_observed_at), "
             "lease_owner = NULL, lease_expires_at = NULL"
         )
-        # (data?, marked?) -> statement; a marked head also ends its refresh (queue.RefreshMark)
+        # (data?, marked?) -> statement; a marked head also ends its refresh (records.RefreshMark)
         self.update_statements = {
             (False, False): self.update_head,
             (True, False): self.update_head_and_data,
