@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 from fsm import Store
 from fsm.lifecycle import Lifecycle
-from storage.records import EntityRow, EntityUpdate, TransitionRow
+from storage.records import EntityRow, EntityUpdate, RefreshMark, TransitionRow
 from storage.store import UnitOfWork
 
 
@@ -30,7 +30,7 @@ class _MemoryUnitOfWork(UnitOfWork):
         self,
         updates: Sequence[EntityUpdate],
         transitions: Sequence[TransitionRow],
-        marks: Any = None,  # refresh marks: the in-memory path does no refreshes
+        marks: Mapping[str, RefreshMark] | None = None,  # the in-memory path does no refreshes
     ) -> None:
         rows = self._rows
         for u in updates:

@@ -106,11 +106,6 @@ class RefreshFloor:
             "(lease_expires_at IS NULL OR lease_expires_at <= ?) AND +lifecycle IN (?) "
             "ORDER BY next_refresh_at LIMIT ?"
         )
-        self.finish = (  # queue.finish_refresh's statement
-            "UPDATE entity SET next_refresh_at = ?, observation_failures = ?, "
-            "last_observed_at = COALESCE(?, last_observed_at), "
-            "lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_owner = ?"
-        )
         self.claimed = 0
 
     def lane(self, _chunk: int) -> float:
@@ -148,7 +143,7 @@ class RefreshFloor:
         for sql, rows in heads.items():
             conn.executemany(sql, rows)
         conn.executemany(hot.insert_transition, [m for w in writes for m in w[1]])
-        conn.executemany(self.finish, [w[2] for w in writes if w[0] is None])
+        conn.executemany(hot.finish_refresh, [w[2] for w in writes if w[0] is None])
         conn.commit()
         self.claimed += len(ids)
         return True

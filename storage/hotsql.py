@@ -66,6 +66,11 @@ class HotSql:
             f"observation_failures = {ph}, last_observed_at = COALESCE({ph}, last_observed_at), "
             "lease_owner = NULL, lease_expires_at = NULL"
         )
+        # the end of a look alone, where we still hold the lease (queue.finish_refresh)
+        self.finish_refresh = (
+            f"UPDATE entity SET next_refresh_at = {ph}, {mark} "
+            f"WHERE id = {ph} AND lease_owner = {ph}"
+        )
         # (data?, marked?) -> statement; a marked head also ends its refresh (records.RefreshMark)
         self.update_statements = {
             (False, False): self.update_head,

@@ -79,27 +79,12 @@ def finish_refresh(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) ->
         return 0
     if uow.locks_rows:
         return _finish_refresh_set(uow, owner, marks)
-    ph, out = uow.hot.codec.placeholder, uow.hot.codec.time_out
-    sql = (
-        f"UPDATE entity SET next_refresh_at = {ph}, observation_failures = {ph}, "
-        f"last_observed_at = COALESCE({ph}, last_observed_at), "
-        f"lease_owner = NULL, lease_expires_at = NULL WHERE id = {ph} AND lease_owner = {ph}"
-    )
-    shown: dict[datetime | None, Any] = {}  # a batch shares a few times: format each once
-
-    def text(t: datetime | None) -> Any:
-        if t not in shown:
-            shown[t] = out(t)
-        return shown[t]
-
+    out = uow.hot.batch_time_out(len(marks))  # a batch shares a few times: each formatted once
     params = [
-        (text(m.next_refresh_at), m.observation_failures, text(m.observed_at), m.id, owner)
+        (out(m.next_refresh_at), m.observation_failures, out(m.observed_at), m.id, owner)
         for m in marks
     ]
-    if not uow.locks_rows:  # SQLite: one executemany on the driver
-        return int(uow.driver(sql, params, many=True).rowcount)
-    arg: Any = params[0] if len(params) == 1 else params
-    return int(uow.connection.exec_driver_sql(sql, arg).rowcount)
+    return int(uow.driver(uow.hot.finish_refresh, params, many=True).rowcount)  # SQLite
 
 
 _FINISH_SET = (
