@@ -53,10 +53,12 @@ def claim_due(
 
 def reread_claims(uow: UnitOfWork, owner: str, held: Sequence[Claim]) -> dict[str, EntityRow]:
     """The claimed entities read again in the write transaction (locked where the database
-    can), those whose lease `owner` still holds; a row unchanged since its claim (SQLite) is
-    the claim's own record, not converted again."""
+    can), those whose lease `owner` still holds; a row unchanged since its claim is the
+    claim's own record, not converted again."""
     ids = [c.entity.id for c in held]
-    if uow.locks_rows or any(c.raw is None for c in held):
+    if uow.locks_rows:
+        rows = _relock(uow, held)
+    elif any(c.raw is None for c in held):
         rows = uow.lock_entities(ids)
     else:
         hot = uow.hot
@@ -69,6 +71,53 @@ def reread_claims(uow: UnitOfWork, owner: str, held: Sequence[Claim]) -> dict[st
                 claim = claimed[values[0]]
                 rows[values[0]] = claim.entity if values == claim.raw else hot.entity_from(values)
     return {i: row for i in ids if (row := rows.get(i)) is not None and row.lease_owner == owner}
+
+
+# what can change on a row without its version moving (leases, refresh marks, pulls)
+_UNVERSIONED = (
+    "version",
+    "lease_owner",
+    "lease_expires_at",
+    "next_refresh_at",
+    "observation_failures",
+    "last_observed_at",
+)
+_RELOCK = (
+    f"SELECT id, {', '.join(_UNVERSIONED)} FROM entity WHERE id = ANY(%s) "
+    'ORDER BY id COLLATE "C" FOR NO KEY UPDATE'
+)
+
+
+def _relock(uow: UnitOfWork, held: Sequence[Claim]) -> dict[str, EntityRow]:
+    """PostgreSQL: lock the claimed rows in the global order, reading only the columns that
+    change without a version bump; a row whose values all match its claim is the claim's
+    record (no second transfer and decoding of the whole row, JSON data included), the rest
+    are read whole. Each lock is still taken: it is what keeps a concurrent batch out."""
+    claimed = {c.entity.id: c.entity for c in held}
+    time_in = uow.hot.codec.time_in
+    rows: dict[str, EntityRow] = {}
+    moved: list[str] = []
+    ordered = sorted(claimed)
+    for start in range(0, len(ordered), _CHUNK):
+        for i, version, owner, until, due, failures, seen in uow.driver(
+            _RELOCK, (ordered[start : start + _CHUNK],)
+        ).fetchall():
+            e = claimed[i]
+            same = (
+                version == e.version
+                and owner == e.lease_owner
+                and time_in(until) == e.lease_expires_at
+                and time_in(due) == e.next_refresh_at
+                and failures == e.observation_failures
+                and time_in(seen) == e.last_observed_at
+            )
+            if same:
+                rows[i] = e
+            else:
+                moved.append(i)
+    if moved:
+        rows.update(uow.lock_entities(moved))  # already locked by us: this only reads them
+    return rows
 
 
 def finish_refresh(uow: UnitOfWork, owner: str, marks: Sequence[RefreshMark]) -> int:
