@@ -33,7 +33,10 @@ def claim_due(
     lifecycles: Sequence[str] | None = None,
     due_by: datetime | None = None,
 ) -> list[Claim]:
-    """Lease up to `limit` entities due by `due_by` (default `now`) that nobody else holds."""
+    """Lease up to `limit` entities due by `due_by` (default `now`) that nobody else holds.
+
+    On PostgreSQL the transaction commits without waiting for its WAL flush (see
+    `claims.claim_entities`): run it in a transaction of its own, as the worker does."""
     ph, out = uow.hot.codec.placeholder, uow.hot.codec.time_out
     params: list[Any] = [out(due_by or now), out(now)]
     only = ""

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from fsm import DuplicateEntity, Engine, ManualClock, NewEntity
 from storage import queue
+from storage.store import UnitOfWork
 
 ENTITIES = 240
 pytestmark = pytest.mark.postgres
@@ -138,3 +139,22 @@ def test_concurrent_creators_of_one_id_one_wins(pg_engine: tuple[Engine, ManualC
         engine.store.get_entity(f"{loser}-0") is None
         and engine.store.get_entity("contested") is not None
     )
+
+
+def test_only_the_lease_commits_without_a_flush(pg_engine: tuple[Engine, ManualClock]) -> None:
+    """The claim's transaction may commit without waiting for the WAL (a lost lease is only a
+    row due again); no other transaction on that pooled connection may inherit it."""
+    engine, clock = pg_engine
+
+    def setting(uow: UnitOfWork) -> str:
+        return str(uow.connection.exec_driver_sql("SHOW synchronous_commit").scalar())
+
+    with engine.store.transaction() as uow:
+        before = setting(uow)
+        now = clock()
+        claims = queue.claim_due(uow, "me", now, now + timedelta(seconds=30), 5)
+        during = setting(uow)
+    assert len(claims) == 5 and before != "off" and during == "off"
+    engine.fire(claims[0].entity.id, "job_pending")  # a durable write on the same pool
+    with engine.store.transaction() as uow:
+        assert setting(uow) == before
