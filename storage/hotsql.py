@@ -38,6 +38,10 @@ _HEAD_COLUMNS = (
     "definition_version",
 )
 
+# PostgreSQL: rows locked in one global order (code points == Python's str order), across
+# chunks too, see UnitOfWork.lock_entities; NO KEY: child inserts (parent_id) need not wait
+LOCK_IN_ORDER = ' ORDER BY id COLLATE "C" FOR NO KEY UPDATE'
+
 # EntityUpdate fields in `update_head`'s parameter order (head, then id and expected version)
 _UPDATE_ORDER = itemgetter(2, 3, 4, 5, 6, 7, 8, 9, 10, 0, 1)
 
@@ -90,9 +94,7 @@ class HotSql:
         """The SELECT for `count` ids, and whether the ids go in as one array parameter."""
         if self.sqlite:
             return f"{self.select_entities}id IN ({', '.join('?' * count)})", False
-        # one global lock order (code points == Python's str order), across chunks: see
-        # UnitOfWork.lock_entities; NO KEY: child inserts (parent_id) need not wait for it
-        suffix = ' ORDER BY id COLLATE "C" FOR NO KEY UPDATE' if lock else ""
+        suffix = LOCK_IN_ORDER if lock else ""
         return f"{self.select_entities}id = ANY(%s){suffix}", True
 
     def entities_from(self, rows: Sequence[Sequence[Any]]) -> list[EntityRow]:

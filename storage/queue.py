@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 
 from storage import claims
 from storage.database import redact_text
-from storage.hotsql import ENTITY_COLUMNS
+from storage.hotsql import ENTITY_COLUMNS, LOCK_IN_ORDER
 from storage.records import Claim, EntityRow, RefreshMark, ScheduledCommandRow
 from storage.store import UnitOfWork
 from storage.tables import entity_table
@@ -76,7 +77,7 @@ def reread_claims(uow: UnitOfWork, owner: str, held: Sequence[Claim]) -> dict[st
     return {i: row for i in ids if (row := rows.get(i)) is not None and row.lease_owner == owner}
 
 
-# what can change on a row without its version moving (leases, refresh marks, pulls)
+# the version, and what can change on a row without it moving (leases, refresh marks, pulls)
 _UNVERSIONED = (
     "version",
     "lease_owner",
@@ -85,10 +86,8 @@ _UNVERSIONED = (
     "observation_failures",
     "last_observed_at",
 )
-_RELOCK = (
-    f"SELECT id, {', '.join(_UNVERSIONED)} FROM entity WHERE id = ANY(%s) "
-    'ORDER BY id COLLATE "C" FOR NO KEY UPDATE'
-)
+_unversioned_of = attrgetter(*_UNVERSIONED)
+_RELOCK = f"SELECT id, {', '.join(_UNVERSIONED)} FROM entity WHERE id = ANY(%s){LOCK_IN_ORDER}"
 
 
 def _relock(uow: UnitOfWork, held: Sequence[Claim]) -> dict[str, EntityRow]:
@@ -97,27 +96,18 @@ def _relock(uow: UnitOfWork, held: Sequence[Claim]) -> dict[str, EntityRow]:
     record (no second transfer and decoding of the whole row, JSON data included), the rest
     are read whole. Each lock is still taken: it is what keeps a concurrent batch out."""
     claimed = {c.entity.id: c.entity for c in held}
-    time_in = uow.hot.codec.time_in
     rows: dict[str, EntityRow] = {}
     moved: list[str] = []
     ordered = sorted(claimed)
     for start in range(0, len(ordered), _CHUNK):
-        for i, version, owner, until, due, failures, seen in uow.driver(
-            _RELOCK, (ordered[start : start + _CHUNK],)
-        ).fetchall():
-            e = claimed[i]
-            same = (
-                version == e.version
-                and owner == e.lease_owner
-                and time_in(until) == e.lease_expires_at
-                and time_in(due) == e.next_refresh_at
-                and failures == e.observation_failures
-                and time_in(seen) == e.last_observed_at
-            )
-            if same:
-                rows[i] = e
+        chunk = ordered[start : start + _CHUNK]
+        for values in uow.driver(_RELOCK, (chunk,)).fetchall():
+            entity = claimed[values[0]]
+            # aware datetimes compare as instants: the session's zone does not matter here
+            if tuple(values[1:]) == _unversioned_of(entity):
+                rows[entity.id] = entity
             else:
-                moved.append(i)
+                moved.append(entity.id)
     if moved:
         rows.update(uow.lock_entities(moved))  # already locked by us: this only reads them
     return rows
