@@ -31,6 +31,7 @@ from fsm.worker_sizing import (
     size_limit,
 )
 from storage import queue
+from tests.sizing_support import FakeTimer
 
 sizes = st.integers(1, 5_000)
 leases = st.floats(0.1, 86_400.0)
@@ -105,17 +106,6 @@ def test_optional_sizes_are_typed_when_given(bad: object) -> None:
         with pytest.raises(InvalidInput, match=name):
             WorkerSettings(**{name: bad})  # type: ignore[arg-type]
     assert WorkerSettings().batch_size is None and WorkerSettings().max_batches_per_tick is None
-
-
-class FakeTimer:
-    """Each reading is `step` seconds after the previous one."""
-
-    def __init__(self, step: float) -> None:
-        self.step, self.now = step, 0.0
-
-    def __call__(self) -> float:
-        self.now += self.step
-        return self.now
 
 
 @pytest.fixture
