@@ -8,6 +8,14 @@ longer than a quarter of the lease, so a claim cannot expire while it
 is observed. A tick runs batches until nothing is due or `TICK_BUDGET_SECONDS` is spent (or an
 explicit `max_batches_per_tick` is reached); a tick that stops with work left says it is
 behind, and the runner starts the next one at once instead of waiting for its interval.
+
+Aiming at a time per batch assumes a batch costs in proportion to its size. A backend whose
+look is one listing of everything it can see (Azure's list of the subscription's VMs) costs
+about the same for 100 entities as for 2,000: at a second per listing the rule above kept 100
+forever, and 1,000 due hosts cost ten whole listings a cycle. So a full batch slower than the
+target, whose size the rule would not raise, is followed now and then by one twice as big
+(`PROBE_EVERY`). If that one took hardly longer (`FLAT_SHARE`), batches grow by `STEP` to the
+lease's bound and `MAX_BATCH`; once one costs twice what a batch as big did, the rule is back.
 """
 
 from __future__ import annotations
@@ -25,6 +33,11 @@ TICK_BUDGET_SECONDS = 1.0
 LEASE_SHARE = 0.25
 #: the most one batch moves the size, up or down: one odd batch must not swing it far
 STEP = 2.0
+#: full batches between two probes of whether a slow batch's cost grows with its size
+PROBE_EVERY = 16
+#: a bigger batch costs "hardly longer" when its extra time is at most this share of what
+#: proportional cost would add
+FLAT_SHARE = 0.25
 
 
 def size_limit(rate: float | None, lease_seconds: float, cap: int | None) -> int:
@@ -69,11 +82,45 @@ class BatchSizer:
         self.lease_seconds = settings.lease_seconds
         self.timer = timer
         self.size = MIN_BATCH if self.cap is None else self.cap
+        #: learned: a batch costs about the same whatever its size (one listing per look)
+        self.flat = False
+        self._last_full: tuple[int, float] | None = None
+        self._since_probe = PROBE_EVERY
 
     def measured(self, claimed: int, took: float) -> None:
-        self.size = next_size(
-            self.size, claimed, took, lease_seconds=self.lease_seconds, cap=self.cap
-        )
+        size = next_size(self.size, claimed, took, lease_seconds=self.lease_seconds, cap=self.cap)
+        if self.cap is not None or claimed <= 0 or took <= 0:
+            self.size = size
+            return
+        limit = size_limit(claimed / took, self.lease_seconds, None)
+        if claimed < self.size:  # no backlog: nothing learned about cost
+            # a short batch of a flat-cost backend is no slower per call: keep its size
+            self.size = max(size, min(self.size, limit)) if self.flat else size
+            return
+        self._learn(claimed, took)
+        self._since_probe += 1
+        bigger = min(limit, int(self.size * STEP))
+        slow_and_held = size <= self.size < bigger and took > TARGET_BATCH_SECONDS
+        if self.flat:
+            size = max(size, bigger)
+        elif slow_and_held and self._since_probe >= PROBE_EVERY:  # does size cost it time?
+            self._since_probe = 0
+            size = bigger
+        self.size = size
+
+    def _learn(self, claimed: int, took: float) -> None:
+        """Compare a full batch with the last full one: flat when a bigger batch took hardly
+        longer; not flat once a batch costs twice what one at least as big did."""
+        last = self._last_full
+        self._last_full = (claimed, took)
+        if last is None:
+            return
+        last_size, last_took = last
+        if claimed > last_size:
+            proportional_extra = last_took * (claimed / last_size - 1)
+            self.flat = took - last_took <= FLAT_SHARE * proportional_extra
+        elif took > 2 * last_took:
+            self.flat = False
 
     def tick(self) -> TickBudget:
         return TickBudget(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +24,7 @@ from fsm.worker_sizing import (
     LEASE_SHARE,
     MAX_BATCH,
     MIN_BATCH,
+    PROBE_EVERY,
     STEP,
     TARGET_BATCH_SECONDS,
     BatchSizer,
@@ -100,6 +101,87 @@ def test_slow_batches_shrink_and_partial_ones_never_grow(
         assert size <= max(current, floor)
 
 
+def drive(sizer: BatchSizer, cost: Callable[[int], float], batches: int) -> list[int]:
+    """The sizes of `batches` full batches (a backlog), each taking `cost(size)` seconds."""
+    seen = []
+    for _ in range(batches):
+        seen.append(sizer.size)
+        sizer.measured(sizer.size, cost(sizer.size))
+    return seen
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 10.0), st.floats(1e-6, 0.05)), max_size=60
+    ),
+    leases,
+)
+def test_a_learned_size_never_plans_more_than_a_quarter_of_the_lease(
+    batches: list[tuple[float, float, float]], lease: float
+) -> None:
+    """Whatever the sizer learned before (flat or not, probing or not), the size after a batch
+    is done in a quarter of the lease at that batch's measured rate."""
+    sizer = BatchSizer(WorkerSettings(lease_seconds=lease))
+    for share, fixed, per_entity in batches:
+        claimed = max(1, round(sizer.size * share))  # full or not
+        seconds = fixed + per_entity * claimed
+        sizer.measured(claimed, seconds)
+        assert 1 <= sizer.size <= MAX_BATCH
+        if seconds > 0 and sizer.size > 1:
+            assert sizer.size <= claimed / seconds * lease * LEASE_SHARE * (1 + 1e-12)
+
+
+@given(st.floats(TARGET_BATCH_SECONDS * 1.01, 5.0), st.floats(0.0, 1e-5))
+def test_a_look_that_costs_the_same_for_any_batch_grows_batches_to_the_most(
+    fixed: float, per_entity: float
+) -> None:
+    """One listing per look (Azure's VM list): slower than the target, but no slower for 2,000
+    than for 100, so batches double to MAX_BATCH instead of staying at 100 forever."""
+    sizer = BatchSizer(WorkerSettings(lease_seconds=600.0))
+    sizes = drive(sizer, lambda n: fixed + per_entity * n, 12)
+    assert sizer.flat and sizes[-1] == MAX_BATCH
+    assert sizes.index(MAX_BATCH) <= 6  # 100, 200, 400, 800, 1600, 2000
+
+
+@given(st.floats(TARGET_BATCH_SECONDS * 1.01 / MIN_BATCH, 0.05), st.floats(0.0, 0.05))
+def test_a_slow_look_that_costs_by_the_entity_stays_small_but_for_rare_probes(
+    per_entity: float, fixed: float
+) -> None:
+    """A batch that costs in proportion to its size (plus a little per call) and is slower
+    than the target keeps the smallest size; one batch in PROBE_EVERY tries twice as many
+    and, finding it twice as slow, goes back."""
+    sizer = BatchSizer(WorkerSettings(lease_seconds=600.0))
+    count = 4 * PROBE_EVERY
+    sizes = drive(sizer, lambda n: fixed + per_entity * n, count)
+    assert not sizer.flat
+    assert set(sizes) <= {MIN_BATCH, MIN_BATCH * STEP}
+    assert sizes.count(MIN_BATCH * STEP) <= count // PROBE_EVERY + 1
+
+
+@given(st.floats(1.5, 20.0))
+def test_one_hiccup_of_a_small_batch_does_not_make_the_cost_flat(hiccup: float) -> None:
+    """The first batch stalls (a checkpoint, a GC pause), so the probe after it looks flat by
+    comparison; the next, bigger batch costs in proportion again and the rule comes back."""
+    sizer = BatchSizer(WorkerSettings(lease_seconds=600.0))
+    stalls = iter([hiccup])
+    sizes = drive(sizer, lambda n: 0.01 * n * next(stalls, 1.0), 3 * PROBE_EVERY)
+    assert not sizer.flat
+    assert max(sizes) <= 4 * MIN_BATCH and sizes[-1] == MIN_BATCH
+
+
+def test_a_flat_cost_that_turns_per_entity_brings_the_rule_back() -> None:
+    sizer = BatchSizer(WorkerSettings(lease_seconds=600.0))
+    drive(sizer, lambda n: 1.0, 10)
+    assert sizer.flat and sizer.size == MAX_BATCH
+    drive(sizer, lambda n: 0.01 * n, 3)  # the backend now costs 10 ms an entity: 20 s a batch
+    assert not sizer.flat and sizer.size < MAX_BATCH
+
+
+def test_an_explicit_batch_size_is_never_probed() -> None:
+    sizer = BatchSizer(WorkerSettings(batch_size=100, lease_seconds=600.0))
+    assert set(drive(sizer, lambda n: 1.0, 3 * PROBE_EVERY)) == {100}
+
+
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "100", float("nan")])
 def test_optional_sizes_are_typed_when_given(bad: object) -> None:
     for name in ("batch_size", "max_batches_per_tick"):
@@ -150,6 +232,21 @@ def test_a_tick_that_spent_its_budget_with_work_left_is_behind(
     stats = worker.refresh()
     assert stats.behind and 0 < stats.batches < 5
     assert stats.claimed == stats.batches * MIN_BATCH  # slow: the size never rose above 100
+
+
+def test_a_backend_that_lists_everything_in_one_call_drains_a_backlog_in_few_calls(
+    backlog: tuple[Engine, SimBackend],
+) -> None:
+    """Each look takes 0.6 s whatever the batch holds (one listing, as Azure's): slower than
+    the target, so sizing by time alone kept 100 a batch, 120 calls for 12,000 due."""
+    engine, sim = backlog
+    worker = Worker(engine, [sim])
+    worker.sizing = BatchSizer(worker.settings, timer=FakeTimer(0.6))
+    before = sim.calls
+    _ticks, batches, seen = ticks_to_drain(worker)
+    assert sum(s.claimed for s in seen) == 12_000
+    assert sim.calls - before == batches <= 12
+    assert worker.sizing.flat and worker.sizing.size == MAX_BATCH
 
 
 class ScriptedWorker:
