@@ -49,7 +49,10 @@ def lifecycle_state_machine(
 
     Use `Machine.TestCase` as a unittest/pytest test class (its `settings` attribute takes
     Hypothesis settings), or `hypothesis.stateful.run_state_machine_as_test(Machine)` inside a
-    test function (then call `Machine.close()` when done, before the database goes away).
+    test function (then call `Machine.close()` when done, before the database goes away, and
+    pass settings with `deadline=None`: an example commits to a real database at every step, and
+    on a loaded machine it outlasts Hypothesis's default 200 ms, which Hypothesis then reports
+    as a flaky failure; `TestCase` has no deadline already).
 
     Guards must be pure: the kit asks the `transitions` machine where each event must lead,
     with the same guards (one that raises must surface as `CallbackError`, nothing written).
