@@ -15,7 +15,8 @@ about the same for 100 entities as for 2,000: at a second per listing the rule a
 forever, and 1,000 due hosts cost ten whole listings a cycle. So a full batch slower than the
 target, whose size the rule would not raise, is followed now and then by one twice as big
 (`PROBE_EVERY`). If that one took hardly longer (`FLAT_SHARE`), batches grow by `STEP` to the
-lease's bound and `MAX_BATCH`; once one costs twice what a batch as big did, the rule is back.
+lease's bound and `MAX_BATCH`; once a bigger batch takes clearly longer, or one costs twice
+what a batch as big did, the rule is back.
 """
 
 from __future__ import annotations
