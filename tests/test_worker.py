@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from datetime import timedelta
 
@@ -12,9 +11,8 @@ from backends.sim import SimBackend, populate
 from fsm import Engine, ManualClock, NewEntity
 from fsm.observation import FailureKind, Observation
 from fsm.worker import Worker, WorkerSettings
-from fsm.worker_sizing import BatchSizer
 from storage import queue
-from tests.sizing_support import FakeTimer
+from tests.sizing_support import seeded_worker
 
 
 def drive(worker: Worker, clock: ManualClock, *, step: float = 0.1, limit: int = 3000) -> int:
@@ -123,8 +121,7 @@ def test_thirty_percent_faults_cause_no_false_terminal_transition(
     sim = SimBackend(seed=5, fault_rate=0.3)
     truth = SimBackend(seed=5)
     populate(fast_engine, sim, services=150)
-    worker = Worker(fast_engine, [sim], rng=random.Random(5))  # one schedule on any machine
-    worker.sizing = BatchSizer(worker.settings, timer=FakeTimer(0.001))
+    worker = seeded_worker(fast_engine, [sim], 5)  # one schedule on any machine
     failures: Counter[str] = Counter()
     for _ in range(4000):
         stats = worker.tick()

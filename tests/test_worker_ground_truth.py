@@ -9,16 +9,13 @@ schedule, whose slowest entity could still be backing off at the cut-off (seen o
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 
 import pytest
 
 from backends.sim import SimBackend, populate
 from fsm import Engine, ManualClock
-from fsm.worker import Worker, WorkerSettings
-from fsm.worker_sizing import BatchSizer
-from tests.sizing_support import FakeTimer
+from tests.sizing_support import seeded_worker
 
 
 @pytest.mark.parametrize("seed", [8, 21])
@@ -28,8 +25,7 @@ def test_heavy_faults_leave_no_entity_in_a_wrong_final_state(
     engine = Engine(sqlite_url, clock=clock)
     sim = SimBackend(seed=seed, fault_rate=0.4, batch_fault_rate=0.05)
     populate(engine, sim, services=1000, hosts=20, operations=100, stop_every=17)
-    worker = Worker(engine, [sim], settings=WorkerSettings(), rng=random.Random(seed))
-    worker.sizing = BatchSizer(worker.settings, timer=FakeTimer(0.001))
+    worker = seeded_worker(engine, [sim], seed)  # default WorkerSettings
     failures: Counter[str] = Counter()
     for _ in range(4000):
         failures.update(worker.tick().failures)
