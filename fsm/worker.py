@@ -256,9 +256,10 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
                         entity.id, FailureKind.ERROR, f"{type(exc).__name__}: {exc}"
                     )
         for entity in entities:
-            found.setdefault(
-                entity.id, Observation.failed(entity.id, FailureKind.MISSING, "not observed")
-            )
+            if entity.id not in found:  # built only when missing: it costs more than the check
+                found[entity.id] = Observation.failed(
+                    entity.id, FailureKind.MISSING, "not observed"
+                )
         return found
 
     def _apply_observation(
