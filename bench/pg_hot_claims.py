@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import psycopg
 from benchlib import build_sim_template
-from refresh_suite import PgRefresh
+from refresh_runs import PgRefresh
 from results import PG_URL
 from suite import pg_schema
 

@@ -15,6 +15,67 @@ from fsm.lifecycle import Lifecycle
 from storage.hotsql import ENTITY_COLUMNS, HotSql
 from storage.records import EntityUpdate, RefreshMark, TransitionRow
 
+Write = tuple[str | None, Any, Any]  # head statement (None: bookkeeping only), moves, params
+
+
+def planned_writes(
+    hot: HotSql,
+    stored: dict[str, Any],
+    plan: SimPlan,
+    lifecycle: Lifecycle,
+    rules: Rules,
+    now: datetime,
+    owner: str,
+) -> dict[str, Write]:
+    """Per entity, what the write transaction of its batch runs, parameters computed: the
+    head's statement and parameters with its mark (a changed head), or its mark alone (a look
+    that changed nothing: the bookkeeping UPDATE gets the `RefreshMark`), and its transitions.
+    `stored` holds each row's values in ENTITY_COLUMNS order, as `hot`'s driver returns them."""
+    _machine, model = raw_machine(lifecycle.definition)
+    writes: dict[str, Write] = {}
+    for entity_id, (state, events), seen in zip(plan.ids, plan.steps, plan.data, strict=True):
+        values = stored[entity_id]
+        version, seq = values[5], values[6]
+        model.state = state
+        moves = []
+        for name in events:
+            before = model.state
+            model.trigger(name)
+            if model.state != before:
+                seq += 1
+                row = TransitionRow(
+                    entity_id, seq, before, model.state, name, "sim", {}, now, now, rules.version
+                )
+                moves.append(hot.transition_params(row))
+        dest = model.state
+        raw = values[15]
+        stored_data = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        data = {**stored_data, **seen}
+        changed = data != stored_data
+        refresh = rules.refresh[dest]
+        mark = RefreshMark(entity_id, None if refresh is None else now + refresh, 0, now)
+        if not moves and not changed:  # the look changed nothing: the bookkeeping UPDATE
+            writes[entity_id] = (None, (), mark)
+            continue
+        limit = rules.limit[dest]
+        head = EntityUpdate(
+            entity_id,
+            version,
+            dest,
+            dest in rules.terminal,
+            version + len(moves) + changed,
+            seq,
+            now,
+            None if limit is None else now + limit,
+            None if refresh is None else now + refresh,
+            now,
+            rules.version,
+            data if changed else None,
+        )
+        sql = hot.update_statements[(changed, True)]  # the head records the mark too
+        writes[entity_id] = (sql, moves, hot.update_params(head, None, mark))
+    return writes
+
 
 class RefreshFloor:
     """(e) One refresh cycle as the worker's statements alone: per batch a claim transaction
@@ -44,63 +105,11 @@ class RefreshFloor:
         stored = {
             v[0]: v for v in self.conn.execute(f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entity")
         }
-        _machine, model = raw_machine(lifecycle.definition)
-        # per entity: the head's statement (None: only the bookkeeping UPDATE), its
-        # transitions, and the parameters of the one UPDATE it gets
-        self.writes: dict[str, tuple[str | None, Any, tuple[Any, ...]]] = {}
-        for entity_id, (state, events), seen in zip(plan.ids, plan.steps, plan.data, strict=True):
-            values = stored[entity_id]
-            version, seq = values[5], values[6]
-            model.state = state
-            moves = []
-            for name in events:
-                before = model.state
-                model.trigger(name)
-                if model.state != before:
-                    seq += 1
-                    moves.append(
-                        hot.transition_params(
-                            TransitionRow(
-                                entity_id,
-                                seq,
-                                before,
-                                model.state,
-                                name,
-                                "sim",
-                                {},
-                                now,
-                                now,
-                                rules.version,
-                            )
-                        )
-                    )
-            dest = model.state
-            stored_data = json.loads(values[15])
-            data = {**stored_data, **seen}
-            changed = data != stored_data
-            refresh = rules.refresh[dest]
-            mark = RefreshMark(entity_id, None if refresh is None else now + refresh, 0, now)
-            if not moves and not changed:  # the look changed nothing: the bookkeeping UPDATE
+        self.writes = planned_writes(hot, stored, plan, lifecycle, rules, now, self.OWNER)
+        for entity_id, (sql, moves, mark) in self.writes.items():
+            if sql is None:  # SQLite's bookkeeping UPDATE takes one row of parameters per mark
                 params = (out(mark.next_refresh_at), 0, out(now), entity_id, self.OWNER)
-                self.writes[entity_id] = (None, (), params)
-                continue
-            limit = rules.limit[dest]
-            head = EntityUpdate(
-                entity_id,
-                version,
-                dest,
-                dest in rules.terminal,
-                version + len(moves) + changed,
-                seq,
-                now,
-                None if limit is None else now + limit,
-                None if refresh is None else now + refresh,
-                now,
-                rules.version,
-                data if changed else None,
-            )
-            sql = hot.update_statements[(changed, True)]  # the head records the mark too
-            self.writes[entity_id] = (sql, moves, hot.update_params(head, None, mark))
+                self.writes[entity_id] = (None, moves, params)
         self.claim = (
             f"SELECT {', '.join(ENTITY_COLUMNS)} FROM entity WHERE next_refresh_at <= ? AND "
             "(lease_expires_at IS NULL OR lease_expires_at <= ?) AND +lifecycle IN (?) "

@@ -4,13 +4,11 @@ SQLite, backend calls."""
 from __future__ import annotations
 
 import gc
-import sqlite3
 import statistics
 from functools import partial
 from pathlib import Path
 from time import perf_counter
 
-import psycopg
 from benchlib import (
     CLAIM_BATCH,
     CYCLE_AT,
@@ -20,7 +18,6 @@ from benchlib import (
     alternate,
     build_sim_template,
     copy_database,
-    sim_backend,
     sim_clock,
     sim_plan,
     sliced,
@@ -28,20 +25,21 @@ from benchlib import (
     sqlite_url,
 )
 from memstore import MemoryStore
+from pg_refresh_floor import PgRefreshFloor
 from rawfsm import Rules, raw_machine, replay
 from refresh_floor import RefreshFloor
+from refresh_parts import RefreshParts, ceiling_result
+from refresh_runs import PgRefresh, RefreshRun, SmallCycles
 from results import Result, Target, rate_pair
-from suite import Suite, drop_schema, pg_reachable, pg_schema
+from suite import Suite
 
 from backends.sim import SimBackend, populate
 from fsm import (
     Engine,
     ManualClock,
-    TickStats,
     Worker,
     WorkerSettings,
 )
-from storage.hotsql import ENTITY_COLUMNS
 
 
 class RefreshSuite(Suite):
@@ -94,11 +92,16 @@ class RefreshSuite(Suite):
         raw_s: list[float] = []
         small_s: list[float] = []
         floor_s: list[float] = []
+        observe_s: list[float] = []
+        decide_s: list[float] = []
         pg_s: list[float] = []
         moved: list[float] = []
         big_run: RefreshRun | None = None
         rules = Rules(lifecycle)
         pg = PgRefresh.open(self, big) if cfg.pg_refresh else None
+        pg_floor_db = PgRefresh.open(self, big) if pg is not None else None
+        pg_floor_s: list[float] = []
+        parts = RefreshParts(self.sim_template(big)[0], sim_clock(CYCLE_AT)(), per_call)
 
         for _rep in range(cfg.refresh_reps):
             big_path, _ = self.fresh_sim_copy(big)
@@ -120,15 +123,33 @@ class RefreshSuite(Suite):
             for j, slot in enumerate(slots):
                 smalls.plan(slot, j // small_chunks)
             pg_run = pg.run(batch, cfg.refresh_tick) if pg is not None else None
+            pg_floor = None
+            if pg_floor_db is not None:
+                pg_floor_db.restore()
+                pg_floor = PgRefreshFloor(
+                    self.pg_url,
+                    pg_floor_db.schema,
+                    big_plan,
+                    lifecycle,
+                    rules,
+                    sim_clock(CYCLE_AT)(),
+                    batch,
+                    cfg.refresh_tick,
+                )
             lanes = [
                 big_run.lane,
                 sliced(big_plan.steps, per_call, partial(replay, model)),
                 smalls.lane,
                 floor.lane,
                 pg_run.lane if pg_run is not None else (lambda _chunk: 0.0),
+                parts.observe_lane,
+                parts.decide_lane,
+                pg_floor.lane if pg_floor is not None else (lambda _chunk: 0.0),
             ]
             gc.collect()
-            t_big, t_raw, _, t_floor, t_pg = alternate(big_chunks, lanes)
+            t_big, t_raw, _, t_floor, t_pg, t_observe, t_decide, t_pg_floor = alternate(
+                big_chunks, lanes
+            )
             big_run.finish(big_plan, big_path)
             floor.close()
             if floor.claimed != big:
@@ -138,6 +159,11 @@ class RefreshSuite(Suite):
             if pg_run is not None:
                 pg_run.finish(big_plan, None)
                 pg_s.append(t_pg)
+            if pg_floor is not None:
+                pg_floor.close()
+                if pg_floor.claimed != big:
+                    raise RuntimeError(f"the PostgreSQL floor claimed {pg_floor.claimed} of {big}")
+                pg_floor_s.append(t_pg_floor)
             moved.append(big_run.moved / big)
             for path in (big_path, floor_path, *small_paths):
                 self.discard(path)
@@ -145,8 +171,12 @@ class RefreshSuite(Suite):
             raw_s.append(t_raw)
             small_s.append(statistics.median(smalls.seconds))
             floor_s.append(t_floor)
+            observe_s.append(t_observe)
+            decide_s.append(t_decide)
         if pg is not None:
             pg.close()
+        if pg_floor_db is not None:
+            pg_floor_db.close()
 
         assert big_run is not None
         growth_values = tuple(b / s for b, s in zip(big_s, small_s, strict=True))
@@ -202,6 +232,7 @@ class RefreshSuite(Suite):
                 f"{statistics.median(floor_s) / big * 1e6:.1f} us/entity, interleaved call "
                 f"by call",
             ),
+            ceiling_result(big, big_s, floor_s, observe_s, decide_s, parts.events),
             *(
                 [
                     Result.from_paired(
@@ -218,6 +249,28 @@ class RefreshSuite(Suite):
                     )
                 ]
                 if pg_s
+                else []
+            ),
+            *(
+                [
+                    Result.from_paired(
+                        "pg_refresh_floor",
+                        rate_pair(pg_s, pg_floor_s, big),
+                        "entities/s",
+                        "entities/s",
+                        Target(">=", 0.667),  # within 1.5x of the floor
+                        f"the same PostgreSQL refresh cycle "
+                        f"({statistics.median(pg_s) / big * 1e6:.1f} us/entity) vs its raw "
+                        f"psycopg floor: the worker's PostgreSQL statements alone on a second "
+                        f"schema of the same rows, parameters computed beforehand (claim "
+                        f"settings + claim UPDATE .. RETURNING, commit; narrow re-read FOR NO "
+                        f"KEY UPDATE, executemany of the changed heads with their marks and of "
+                        f"the transitions, the unnest UPDATE of the other marks, commit), "
+                        f"{statistics.median(pg_floor_s) / big * 1e6:.1f} us/entity, "
+                        f"interleaved call by call; target: within 1.5x",
+                    )
+                ]
+                if pg_floor_s
                 else []
             ),
         ]
@@ -263,108 +316,3 @@ class RefreshSuite(Suite):
                 f"hosts, {operations} operations), batches of {batch}; anchor: the batch count",
             )
         ]
-
-
-class PgRefresh:
-    """The sim template on PostgreSQL (the same ids and rows as the SQLite one), put back as it
-    was before each repetition: the refresh lane of pg_refresh_vs_sqlite."""
-
-    COLUMNS = [c for c in ENTITY_COLUMNS if c not in ("id", "lifecycle", "created_at", "parent_id")]
-
-    def __init__(self, pg_url: str, schema: str, url: str) -> None:
-        self.pg_url, self.schema, self.url = pg_url, schema, url
-
-    @classmethod
-    def open(cls, bench: Suite, count: int) -> PgRefresh | None:
-        if not pg_reachable(bench, "pg_refresh_vs_sqlite"):
-            return None
-        schema, url = pg_schema(bench.pg_url)
-        started = perf_counter()
-        build_sim_template(url, count)
-        with psycopg.connect(bench.pg_url, autocommit=True) as conn:
-            conn.execute(f'SET search_path TO "{schema}"')
-            conn.execute("CREATE TABLE entity_saved AS SELECT * FROM entity")
-        bench.log(f"setup: {count:,} sim services on PostgreSQL in {perf_counter() - started:.1f}s")
-        return cls(bench.pg_url, schema, url)
-
-    def run(self, batch: int, tick: int) -> RefreshRun:
-        sets = ", ".join(f"{c} = s.{c}" for c in self.COLUMNS)
-        with psycopg.connect(self.pg_url, autocommit=True) as conn:
-            conn.execute(f'SET search_path TO "{self.schema}"')
-            conn.execute("DELETE FROM transition WHERE seq > 1")
-            conn.execute(f"UPDATE entity AS e SET {sets} FROM entity_saved AS s WHERE e.id = s.id")
-            conn.execute("VACUUM ANALYZE entity")
-            conn.execute("VACUUM ANALYZE transition")
-        return RefreshRun(self.url, batch, tick)
-
-    def close(self) -> None:
-        drop_schema(self.pg_url, self.schema)
-
-
-class RefreshRun:
-    """A worker on a copy of a sim template, at CYCLE_AT on a fixed clock; one lane chunk is one
-    `Worker.refresh()` (at most `tick` batches), timed."""
-
-    def __init__(self, url: str, batch: int, tick: int) -> None:
-        self.engine = Engine(url, clock=sim_clock(CYCLE_AT))
-        self.sim = sim_backend()
-        settings = WorkerSettings(batch_size=batch, max_batches_per_tick=tick)
-        self.worker = Worker(self.engine, [self.sim], settings=settings)
-        self.stats = TickStats()
-        self.seconds = 0.0
-        self.moved = 0
-
-    def lane(self, _chunk: int) -> float:
-        started = perf_counter()
-        stats = self.worker.refresh()
-        elapsed = perf_counter() - started
-        self.stats.add(stats)
-        self.seconds += elapsed
-        return elapsed
-
-    def finish(self, plan: SimPlan, path: Path | None) -> None:
-        """Check the cycle claimed every entity once and applied what the plan says."""
-        leftover = self.worker.refresh()
-        query = "SELECT count(DISTINCT entity_id) FROM transition WHERE seq > 1"
-        if path is None:
-            with self.engine.store.engine.connect() as conn:
-                moved = conn.exec_driver_sql(query).scalar_one()
-        else:
-            with sqlite3.connect(path) as conn:
-                (moved,) = conn.execute(query).fetchone()
-        self.engine.close()
-        stats = self.stats
-        entities = len(plan.steps)
-        self.moved = int(moved)
-        if (
-            leftover.claimed
-            or stats.claimed != entities
-            or stats.transitions != plan.transitions
-            or self.moved != plan.moved
-            or stats.failed_observations
-            or stats.rejected_events
-            or stats.backend_calls != stats.batches
-        ):
-            raise RuntimeError(
-                f"the refresh cycle did not do what the sim plan says: {stats}, moved "
-                f"{self.moved} (plan: {entities} entities, {plan.transitions} transitions, "
-                f"{plan.moved} moved)"
-            )
-
-
-class SmallCycles:
-    """The small databases of refresh_growth, their refresh calls run beside the big cycle."""
-
-    def __init__(self, runs: list[RefreshRun]) -> None:
-        self.runs = runs
-        self._beside: dict[int, list[int]] = {}
-
-    @property
-    def seconds(self) -> list[float]:
-        return [run.seconds for run in self.runs]
-
-    def plan(self, big_chunk: int, run: int) -> None:
-        self._beside.setdefault(big_chunk, []).append(run)
-
-    def lane(self, big_chunk: int) -> float:
-        return sum(self.runs[run].lane(big_chunk) for run in self._beside.get(big_chunk, ()))
