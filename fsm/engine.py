@@ -19,7 +19,7 @@ from fsm.context import EventContext
 from fsm.definition import MAX_SECONDS
 from fsm.errors import CallbackError, InvalidEvent, InvalidInput, UnknownLifecycle
 from fsm.events import BatchResult, Event, GuardsHeld, NewEntity, Outcome
-from fsm.lifecycle import HookFailed, Lifecycle
+from fsm.lifecycle import CompiledTransition, HookFailed, Lifecycle
 from fsm.lifecycles import builtin_lifecycles
 from fsm.reading import EngineReads
 from fsm.redaction import redact
@@ -286,38 +286,18 @@ class Engine(EngineReads):
         if observed > now:  # nothing is observed after it is recorded: a time from the future
             observed = now  # (a skewed clock, a forged one) must not pass time_limit_exceeded
 
-        def context() -> EventContext:
-            return EventContext(
-                row.id,
-                row.lifecycle,
-                state,
-                head.data,
-                head.entered_at,
-                head.deadline_at,
-                event.name,
-                payload,
-                observed,
-            )
-
-        try:
-            chosen = lifecycle.choose_from(candidates, context)
-            dest = state if chosen is None else chosen.dest
-            if chosen is None:  # allowed, but held by its guards: say which
-                held = GuardsHeld(lifecycle.held_by(state, event.name, context()))
-            if chosen is not None and chosen.callbacks and dest != state:
-                ctx = context()
-                for name, callback in chosen.callbacks:
-                    try:
-                        callback(ctx, dest)
-                    except Exception as exc:
-                        raise HookFailed(name, exc) from exc
-        except HookFailed as failed:
-            raise CallbackError(row.id, event.name, failed.name, failed.cause) from failed.cause
+        first = candidates[0]
+        held: GuardsHeld | None = None
+        if not first.checks and (not first.callbacks or first.dest == state):
+            chosen: CompiledTransition | None = first  # no guard to ask, no callback to run
+        else:
+            chosen, held = self._decide(lifecycle, candidates, head, event, payload, observed)
+        dest = state if chosen is None else chosen.dest
 
         if event.data and head.merge(event.data) and dest == state:
             head.version += 1
         if dest == state:
-            return None if chosen is not None else held
+            return held
         entered = observed if observed > head.entered_at else head.entered_at
         head.seq += 1
         head.version += 1
@@ -339,6 +319,47 @@ class Engine(EngineReads):
             now,
             lifecycle.version,
         )
+
+    @staticmethod
+    def _decide(
+        lifecycle: Lifecycle,
+        candidates: tuple[CompiledTransition, ...],
+        head: Head,
+        event: Event,
+        payload: Mapping[str, Any],
+        observed: datetime,
+    ) -> tuple[CompiledTransition | None, GuardsHeld | None]:
+        """The candidate whose guards hold (or the guards that held the event), its callbacks
+        run; apart from `_step` so that an event with neither builds no context."""
+        row, state = head.row, head.state
+
+        def context() -> EventContext:
+            return EventContext(
+                row.id,
+                row.lifecycle,
+                state,
+                head.data,
+                head.entered_at,
+                head.deadline_at,
+                event.name,
+                payload,
+                observed,
+            )
+
+        try:
+            chosen = lifecycle.choose_from(candidates, context)
+            if chosen is None:  # allowed, but held by its guards: say which
+                return None, GuardsHeld(lifecycle.held_by(state, event.name, context()))
+            if chosen.callbacks and chosen.dest != state:
+                ctx = context()
+                for name, callback in chosen.callbacks:
+                    try:
+                        callback(ctx, chosen.dest)
+                    except Exception as exc:
+                        raise HookFailed(name, exc) from exc
+        except HookFailed as failed:
+            raise CallbackError(row.id, event.name, failed.name, failed.cause) from failed.cause
+        return chosen, None
 
     def _deadline(
         self, lifecycle: Lifecycle, state: str, entered: datetime, data: Mapping[str, Any]
