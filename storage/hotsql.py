@@ -212,28 +212,40 @@ class HotSql:
         `mark` (the refresh of this head just done) takes the place of the head's next refresh
         time, so one row rewrite records both: on PostgreSQL each UPDATE of a row writes a new
         version of it and of its index entries."""
-        if mark is not None:
-            u = u._replace(next_refresh_at=mark.next_refresh_at)
         fmt = out or self.codec.time_out
         native = self._native_times and fmt is self.codec.time_out
-        if native and u.data is None and mark is None:
-            return _UPDATE_ORDER(u)  # type: ignore[no-any-return]
-        if native:
-            head = _UPDATE_ORDER(u)[:9]
+        if mark is None:
+            if native and u.data is None:
+                return _UPDATE_ORDER(u)  # type: ignore[no-any-return]
+            next_at = u.next_refresh_at
         else:
-            head = (
+            next_at = mark.next_refresh_at
+        if native:  # one tuple, built once: no time calls, no intermediate records
+            params: tuple[Any, ...] = (
+                u.state,
+                u.terminal,
+                u.version,
+                u.seq,
+                u.state_entered_at,
+                u.deadline_at,
+                next_at,
+                u.updated_at,
+                u.definition_version,
+            )
+        else:
+            params = (
                 u.state,
                 u.terminal,
                 u.version,
                 u.seq,
                 fmt(u.state_entered_at),
                 fmt(u.deadline_at),
-                fmt(u.next_refresh_at),
+                fmt(next_at),
                 fmt(u.updated_at),
                 u.definition_version,
             )
         if u.data is not None:
-            head = (*head, self.codec.json_out(u.data))
+            params += (self.codec.json_out(u.data),)
         if mark is not None:
-            head = (*head, mark.observation_failures, fmt(mark.observed_at))
-        return (*head, u.id, u.expected_version)
+            params += (mark.observation_failures, fmt(mark.observed_at))
+        return (*params, u.id, u.expected_version)
