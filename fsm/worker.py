@@ -183,12 +183,17 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
             observed = started  # the truth seen is at least as new as the call's start
         head = batch.head(row.id)
         assert head is not None
-        if not head.terminal and deadline_rule.may_fire(
-            now=now,
-            deadline_at=head.deadline_at,
-            state_entered_at=head.entered_at,
-            last_observed_at=observed,
-            routed=True,
+        # no time limit (most states): no rule to ask, now or for the next look
+        if (
+            head.deadline_at is not None
+            and not head.terminal
+            and deadline_rule.may_fire(
+                now=now,
+                deadline_at=head.deadline_at,
+                state_entered_at=head.entered_at,
+                last_observed_at=observed,
+                routed=True,
+            )
         ):
             outcome = self._fire_limit(batch, row.id, now)
             stats.timeouts += outcome is not None and outcome.transition is not None
@@ -197,13 +202,15 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
         interval = self.engine.refresh_interval(row.lifecycle, head.state)
         if wanted is None:
             wanted = now + timedelta(seconds=interval)
-        next_at = deadline_rule.next_look(
-            wanted,
-            now=now,
-            deadline_at=head.deadline_at,
-            state_entered_at=head.entered_at,
-            interval=interval,
-        )
+        next_at = wanted
+        if head.deadline_at is not None:
+            next_at = deadline_rule.next_look(
+                wanted,
+                now=now,
+                deadline_at=head.deadline_at,
+                state_entered_at=head.entered_at,
+                interval=interval,
+            )
         wait = self._retry_after(observation)
         if wait is not None:  # the system asked for a pause: it wins over the rule's cadence
             next_at = max(next_at, now + timedelta(seconds=wait))
