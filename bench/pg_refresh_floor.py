@@ -9,9 +9,11 @@ from time import perf_counter
 from typing import Any
 
 import psycopg
-from benchlib import SimPlan
+from benchlib import CYCLE_AT, SimPlan, alternate, sim_clock
 from rawfsm import Rules
 from refresh_floor import planned_writes
+from refresh_runs import PgRefresh
+from suite import Suite
 
 from fsm.lifecycle import Lifecycle
 from storage.claims import _CLAIM_SETTINGS, _RETURNED
@@ -110,3 +112,46 @@ class PgRefreshFloor:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def pg_floor_pass(
+    bench: Suite,
+    pg: PgRefresh,
+    plan: SimPlan,
+    lifecycle: Lifecycle,
+    rules: Rules,
+    batch: int,
+    tick: int,
+    reps: int,
+) -> tuple[list[float], list[float]]:
+    """pg_refresh_floor's repetitions: the engine's PostgreSQL cycle on `pg` and the floor on a
+    second schema of the same rows, interleaved call by call with each other only. Returns
+    (engine seconds, floor seconds) per repetition."""
+    count = len(plan.ids)
+    second = PgRefresh.open(bench, count)
+    engine_s: list[float] = []
+    floor_s: list[float] = []
+    try:
+        for _rep in range(reps):
+            run = pg.run(batch, tick)
+            second.restore()
+            floor = PgRefreshFloor(
+                bench.pg_url,
+                second.schema,
+                plan,
+                lifecycle,
+                rules,
+                sim_clock(CYCLE_AT)(),
+                batch,
+                tick,
+            )
+            t_engine, t_floor = alternate(-(-count // (batch * tick)), [run.lane, floor.lane])
+            run.finish(plan, None)
+            floor.close()
+            if floor.claimed != count:
+                raise RuntimeError(f"the PostgreSQL floor claimed {floor.claimed} of {count}")
+            engine_s.append(t_engine)
+            floor_s.append(t_floor)
+    finally:
+        second.close()
+    return engine_s, floor_s
