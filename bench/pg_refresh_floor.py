@@ -5,13 +5,12 @@ within 1.5x of its raw psycopg floor")."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from time import perf_counter
 from typing import Any
 
 import psycopg
 from benchlib import CYCLE_AT, SimPlan, alternate, sim_clock
 from rawfsm import Rules
-from refresh_floor import planned_writes
+from refresh_floor import TickedLane, planned_writes
 from refresh_runs import PgRefresh
 from suite import Suite
 
@@ -22,7 +21,7 @@ from storage.queue import _FINISH_SET, _RELOCK
 from storage.records import RefreshMark
 
 
-class PgRefreshFloor:
+class PgRefreshFloor(TickedLane):
     """Per batch, as the worker runs them on PostgreSQL: the claim transaction (the plan
     settings, then one UPDATE .. FROM (SELECT .. FOR UPDATE SKIP LOCKED) RETURNING the rows,
     commit) and the write transaction (the narrow re-read that locks the rows in id order,
@@ -64,13 +63,6 @@ class PgRefreshFloor:
             f"WHERE entity.id = c.id RETURNING {_RETURNED}, c.previous"
         )
         self.claimed = 0
-
-    def lane(self, _chunk: int) -> float:
-        began = perf_counter()
-        for _ in range(self.tick):
-            if not self._batch():
-                break
-        return perf_counter() - began
 
     def _batch(self) -> bool:
         conn = self.conn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from anchors import raw_connection
@@ -77,7 +78,23 @@ def planned_writes(
     return writes
 
 
-class RefreshFloor:
+class TickedLane:
+    """A floor's lane: one chunk is up to `tick` batches, as one `Worker.refresh()` call."""
+
+    tick: int
+
+    def _batch(self) -> bool:
+        raise NotImplementedError
+
+    def lane(self, _chunk: int) -> float:
+        began = perf_counter()
+        for _ in range(self.tick):
+            if not self._batch():
+                break
+        return perf_counter() - began
+
+
+class RefreshFloor(TickedLane):
     """(e) One refresh cycle as the worker's statements alone: per batch a claim transaction
     (the due SELECT in next_refresh_at order + the lease UPDATE) and a write transaction (the
     re-read of the claimed rows; executemany of the heads the look changed, with their data
@@ -116,15 +133,6 @@ class RefreshFloor:
             "ORDER BY next_refresh_at LIMIT ?"
         )
         self.claimed = 0
-
-    def lane(self, _chunk: int) -> float:
-        from time import perf_counter
-
-        began = perf_counter()
-        for _ in range(self.tick):
-            if not self._batch():
-                break
-        return perf_counter() - began
 
     def _batch(self) -> bool:
         conn, hot = self.conn, self.hot
