@@ -28,8 +28,6 @@ class PgRefreshFloor(TickedLane):
     executemany of the changed heads with their marks, of the transitions, one unnest UPDATE
     of the other rows' marks, commit). No observe call, nothing decided or converted."""
 
-    OWNER = "floor"
-
     def __init__(
         self,
         pg_url: str,

@@ -81,6 +81,7 @@ def planned_writes(
 class TickedLane:
     """A floor's lane: one chunk is up to `tick` batches, as one `Worker.refresh()` call."""
 
+    OWNER = "floor"  # the lease owner the floor claims as
     tick: int
 
     def _batch(self) -> bool:
@@ -101,8 +102,6 @@ class RefreshFloor(TickedLane):
     where it changed and their next-refresh mark in the same UPDATE; the transitions; the
     bookkeeping UPDATE of the rows the look left as they were), every parameter computed
     beforehand from the sim plan, grouped by statement as the store groups them."""
-
-    OWNER = "floor"
 
     def __init__(
         self,
