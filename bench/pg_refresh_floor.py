@@ -15,7 +15,7 @@ from refresh_runs import PgRefresh
 from suite import Suite
 
 from fsm.lifecycle import Lifecycle
-from storage.claims import _CLAIM_SETTINGS, _RETURNED
+from storage.claims import _CLAIM_SETTINGS, locking_claim
 from storage.hotsql import ENTITY_COLUMNS, HotSql
 from storage.queue import _FINISH_SET, _RELOCK
 from storage.records import RefreshMark
@@ -55,11 +55,7 @@ class PgRefreshFloor(TickedLane):
             "FROM entity WHERE next_refresh_at <= %s AND (lease_expires_at IS NULL OR "
             f"lease_expires_at <= %s) AND lifecycle IN (%s) ORDER BY next_refresh_at LIMIT {batch}"
         )
-        self.claim = (
-            "UPDATE entity SET lease_owner = %s, lease_expires_at = %s "
-            f"FROM (SELECT id, lease_owner AS previous {pick} FOR UPDATE SKIP LOCKED) AS c "
-            f"WHERE entity.id = c.id RETURNING {_RETURNED}, c.previous"
-        )
+        self.claim = locking_claim(pick)  # the worker's own statement
         self.claimed = 0
 
     def _batch(self) -> bool:

@@ -41,6 +41,17 @@ _CLAIM_SETTINGS = "SELECT " + ", ".join(
 )
 
 
+def locking_claim(pick: str) -> str:
+    """PostgreSQL's claim in one statement: lease the rows `pick` (`FROM .. ORDER BY .. LIMIT n`)
+    selects and locks, skipping those another claimer holds; returns each leased row's columns
+    and its previous owner (owner and expiry are its two parameters, before `pick`'s)."""
+    return (
+        "UPDATE entity SET lease_owner = %s, lease_expires_at = %s "
+        f"FROM (SELECT id, lease_owner AS previous {pick} FOR UPDATE SKIP LOCKED) AS c "
+        f"WHERE entity.id = c.id RETURNING {_RETURNED}, c.previous"
+    )
+
+
 def claim_entities(
     uow: UnitOfWork,
     owner: str,
@@ -58,11 +69,7 @@ def claim_entities(
     # back by a hash over a full scan)
     pick = f"FROM entity WHERE {where} ORDER BY next_refresh_at LIMIT {int(limit)}"
     if uow.locks_rows:
-        sql = (
-            f"UPDATE entity SET lease_owner = {ph}, lease_expires_at = {ph} "
-            f"FROM (SELECT id, lease_owner AS previous {pick} FOR UPDATE SKIP LOCKED) AS c "
-            f"WHERE entity.id = c.id RETURNING {_RETURNED}, c.previous"
-        )
+        sql = locking_claim(pick)
         uow.driver(_CLAIM_SETTINGS, ())
         found = uow.driver(sql, (owner, out(lease_until), *params)).fetchall()
         claims = [Claim(hot.entity_from(v), v[-1]) for v in found]
