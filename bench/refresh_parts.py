@@ -27,7 +27,7 @@ from benchlib import SERVICE, sim_backend, sqlite_url
 from memstore import MemoryStore
 from results import Result, rate_pair
 
-from fsm import Engine, Event, Store
+from fsm import Engine, Store, TickStats, Worker
 from fsm.observation import Observation
 from storage.records import EntityRow
 
@@ -54,6 +54,8 @@ class RefreshParts:
         self.memory = MemoryStore()
         self.memory.rows = {row.id: row for row in self.rows}
         self.engine = Engine(self.memory, migrate=False)
+        self.worker = Worker(self.engine, [self.sim])  # routes the looks; never ticks
+        self.stats = TickStats()
         self.engine.lifecycle(SERVICE)  # compiled now, not in the first timed chunk
         self.observed: list[Observation] = self.sim.observe(self.rows, now)  # the decide input
         self.events = 0
@@ -84,14 +86,8 @@ class RefreshParts:
         started = perf_counter()
         with self.memory.transaction() as uow:
             staged = self.engine.stage(uow, {row.id: row for row in rows})
-            for look in looks:  # as Worker._apply_observation stages a look
-                if not look.events and look.data:
-                    staged.merge_data(look.entity_id, look.data)
-                seen = look.observed_at or self.now
-                last = len(look.events) - 1
-                for i, name in enumerate(look.events):
-                    data = look.data if i == last else None
-                    staged.add(Event(look.entity_id, name, look.payload, "sim", seen, data=data))
+            for look in looks:  # the worker's own staging of a look
+                self.worker._apply_observation(staged, look, self.now, self.stats)
         took = perf_counter() - started
         self.events += sum(len(look.events) for look in looks)
         return took
