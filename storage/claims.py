@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, FromClause, Table, select, update
 
-from storage.hotsql import ENTITY_COLUMNS
+from storage.hotsql import ENTITY_COLUMNS, read_columns
 from storage.records import Claim
 from storage.store import UnitOfWork
 
@@ -26,7 +26,7 @@ _CHUNK = 500
 _COLUMNS = ", ".join(ENTITY_COLUMNS)
 _LEASE_OWNER = ENTITY_COLUMNS.index("lease_owner")
 assert ENTITY_COLUMNS[_LEASE_OWNER + 1] == "lease_expires_at"
-_RETURNED = ", ".join(f"entity.{c}" for c in ENTITY_COLUMNS)
+_RETURNED = read_columns("postgresql", "entity")  # the locking claim is PostgreSQL's
 R = TypeVar("R")
 # The claim's transaction, in one round trip (each setting ends with it):
 # - no WAL flush of its own: a lease lost in a server crash only makes its rows due again (the

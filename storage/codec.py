@@ -19,10 +19,6 @@ def _json_in_text(value: Any) -> dict[str, Any]:
     return dict(loaded) if loaded is not None else {}
 
 
-def _json_in_native(value: Any) -> dict[str, Any]:
-    return dict(value) if value is not None else {}
-
-
 def _time_in_text(value: Any) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
@@ -65,7 +61,7 @@ POSTGRES = Codec(
     placeholder="%s",
     time_out=_time_out_native,
     time_in=_time_in_native,
-    json_in=_json_in_native,
+    json_in=_json_in_text,  # the hot reads send JSON as text (hotsql.read_columns)
     json_out=json.dumps,
     native_times=True,
 )

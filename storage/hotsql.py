@@ -13,6 +13,19 @@ from storage.records import EntityRow, EntityUpdate, RefreshMark, TransitionRow
 from storage.tables import entity_table, transition_table
 
 ENTITY_COLUMNS = [c.name for c in entity_table.columns]
+
+
+def read_columns(dialect: str, table: str = "") -> str:
+    """The entity's columns as the hot path reads them, each prefixed with `table.` if given.
+
+    PostgreSQL sends `data` as text: psycopg would otherwise run `json.loads` in Python on every
+    row (about 1.5 us even for `{}`), where the codec takes the common `{}` without parsing.
+    """
+    prefix = f"{table}." if table else ""
+    cast = "::text AS data" if dialect != "sqlite" else ""
+    return ", ".join(f"{prefix}{c}{cast if c == 'data' else ''}" for c in ENTITY_COLUMNS)
+
+
 TRANSITION_COLUMNS = [c.name for c in transition_table.columns]
 _ENTITY_TIMES = frozenset(
     (
@@ -60,8 +73,7 @@ class HotSql:
         # the driver takes datetimes as they are (PostgreSQL): parameters need no time calls
         self._native_times = self.codec.native_times
         ph = self.codec.placeholder
-        columns = ", ".join(ENTITY_COLUMNS)
-        self.select_entities = f"SELECT {columns} FROM entity WHERE "
+        self.select_entities = f"SELECT {read_columns(dialect)} FROM entity WHERE "
         head = ", ".join(f"{c} = {ph}" for c in _HEAD_COLUMNS)
         where = f" WHERE id = {ph} AND version = {ph}"
         self.update_head = f"UPDATE entity SET {head}{where}"
