@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from time import perf_counter
 
@@ -113,18 +114,21 @@ class RefreshRun:
 
 
 class SmallCycles:
-    """The small databases of refresh_growth, their refresh calls run beside the big cycle."""
+    """The small databases of the refresh growth figures (the engine's cycles, or the floor's),
+    their lanes run beside the big cycle at the chunks planned for them, each one's time kept."""
 
-    def __init__(self, runs: list[RefreshRun]) -> None:
-        self.runs = runs
+    def __init__(self, lanes: Sequence[Callable[[int], float]]) -> None:
+        self.lanes = list(lanes)
+        self.seconds = [0.0 for _ in self.lanes]
         self._beside: dict[int, list[int]] = {}
-
-    @property
-    def seconds(self) -> list[float]:
-        return [run.seconds for run in self.runs]
 
     def plan(self, big_chunk: int, run: int) -> None:
         self._beside.setdefault(big_chunk, []).append(run)
 
     def lane(self, big_chunk: int) -> float:
-        return sum(self.runs[run].lane(big_chunk) for run in self._beside.get(big_chunk, ()))
+        total = 0.0
+        for run in self._beside.get(big_chunk, ()):
+            took = self.lanes[run](big_chunk)
+            self.seconds[run] += took
+            total += took
+        return total

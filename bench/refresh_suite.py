@@ -28,6 +28,7 @@ from memstore import MemoryStore
 from pg_refresh_floor import pg_floor_pass
 from rawfsm import Rules, raw_machine, replay
 from refresh_floor import RefreshFloor
+from refresh_growth import growth_results
 from refresh_parts import RefreshParts, ceiling_result
 from refresh_runs import PgRefresh, RefreshRun, SmallCycles
 from results import Result, Target, rate_pair
@@ -92,6 +93,7 @@ class RefreshSuite(Suite):
         raw_s: list[float] = []
         small_s: list[float] = []
         floor_s: list[float] = []
+        small_floor_s: list[float] = []
         observe_s: list[float] = []
         decide_s: list[float] = []
         pg_s: list[float] = []
@@ -105,6 +107,9 @@ class RefreshSuite(Suite):
             big_path, _ = self.fresh_sim_copy(big)
             floor_path, _ = self.fresh_sim_copy(big)
             small_paths = [self.fresh_sim_copy(small)[0] for _ in range(cfg.refresh_small_runs)]
+            small_floor_paths = [
+                self.fresh_sim_copy(small)[0] for _ in range(cfg.refresh_small_runs)
+            ]
             big_run = RefreshRun(sqlite_url(big_path), batch, cfg.refresh_tick)  # opening: setup
             floor = RefreshFloor(
                 floor_path,
@@ -115,39 +120,52 @@ class RefreshSuite(Suite):
                 batch,
                 cfg.refresh_tick,
             )
-            smalls = SmallCycles(
-                [RefreshRun(sqlite_url(p), batch, cfg.refresh_tick) for p in small_paths]
-            )
+            small_runs = [RefreshRun(sqlite_url(p), batch, cfg.refresh_tick) for p in small_paths]
+            smalls = SmallCycles([run.lane for run in small_runs])
+            small_floors = [
+                RefreshFloor(
+                    p, small_plan, lifecycle, rules, sim_clock(CYCLE_AT)(), batch, cfg.refresh_tick
+                )
+                for p in small_floor_paths
+            ]
+            floor_smalls = SmallCycles([f.lane for f in small_floors])
             for j, slot in enumerate(slots):
                 smalls.plan(slot, j // small_chunks)
+                floor_smalls.plan(slot, j // small_chunks)
             pg_run = pg.run(batch, cfg.refresh_tick) if pg is not None else None
             lanes = [
                 big_run.lane,
                 sliced(big_plan.steps, per_call, partial(replay, model)),
                 smalls.lane,
                 floor.lane,
+                floor_smalls.lane,
                 pg_run.lane if pg_run is not None else (lambda _chunk: 0.0),
                 parts.observe_lane,
                 parts.decide_lane,
             ]
             gc.collect()
-            t_big, t_raw, _, t_floor, t_pg, t_observe, t_decide = alternate(big_chunks, lanes)
+            t_big, t_raw, _, t_floor, _, t_pg, t_observe, t_decide = alternate(big_chunks, lanes)
             big_run.finish(big_plan, big_path)
             floor.close()
             if floor.claimed != big:
                 raise RuntimeError(f"the refresh floor claimed {floor.claimed} of {big}")
-            for run, path in zip(smalls.runs, small_paths, strict=True):
+            for run, path in zip(small_runs, small_paths, strict=True):
                 run.finish(small_plan, path)
+            for small_floor in small_floors:
+                small_floor.close()
+                if small_floor.claimed != small:
+                    raise RuntimeError(f"a small floor claimed {small_floor.claimed} of {small}")
             if pg_run is not None:
                 pg_run.finish(big_plan, None)
                 pg_s.append(t_pg)
             moved.append(big_run.moved / big)
-            for path in (big_path, floor_path, *small_paths):
+            for path in (big_path, floor_path, *small_paths, *small_floor_paths):
                 self.discard(path)
             big_s.append(t_big)
             raw_s.append(t_raw)
             small_s.append(statistics.median(smalls.seconds))
             floor_s.append(t_floor)
+            small_floor_s.append(statistics.median(floor_smalls.seconds))
             observe_s.append(t_observe)
             decide_s.append(t_decide)
         pg_alone_s: list[float] = []
@@ -159,26 +177,8 @@ class RefreshSuite(Suite):
             pg.close()
 
         assert big_run is not None
-        growth_values = tuple(b / s for b, s in zip(big_s, small_s, strict=True))
         per_big = statistics.median(big_s) / big * 1e6
-        per_small = statistics.median(small_s) / small * 1e6
         stats = big_run.stats
-        growth = Result(
-            "refresh_growth",
-            statistics.median(growth_values),
-            f"x t({big // 1000}k)/t({small // 1000}k)",
-            10.0,
-            "x (linear)",
-            statistics.median(growth_values) / 10.0,
-            Target("<=", 1.1),
-            min(growth_values) / 10.0,
-            max(growth_values) / 10.0,
-            len(growth_values),
-            f"refresh cycle time at {big:,} vs {small:,} sim services (median of "
-            f"{cfg.refresh_small_runs} small databases per repetition, their Worker.refresh "
-            f"calls interleaved with the big cycle); ratio = (t_big/t_small)/10, i.e. the "
-            f"per-entity cost ratio ({per_big:.1f} vs {per_small:.1f} us/entity)",
-        )
         return [
             Result.from_paired(
                 "refresh_cycle_100k",
@@ -197,7 +197,9 @@ class RefreshSuite(Suite):
                 f"plain Machine model in memory (set to each entity's recorded state first), "
                 f"interleaved call by call",
             ),
-            growth,
+            *growth_results(
+                (big, small), (big_s, small_s), (floor_s, small_floor_s), cfg.refresh_small_runs
+            ),
             Result.from_paired(
                 "refresh_cycle_floor",
                 rate_pair(big_s, floor_s, big),

@@ -64,6 +64,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "refresh_cycle": (
         "refresh_cycle_100k",
         "refresh_growth",
+        "refresh_growth_vs_floor",
         "refresh_cycle_floor",
         "refresh_cycle_ceiling",
         "pg_refresh_vs_sqlite",
