@@ -59,14 +59,14 @@ def check_event(event: object) -> Event:
         return event
     if payload is not None:
         validation.check_json(payload, "payload")  # guards see it as given; history: redacted
-    if data is not None:
-        data = check_data(data)
     if observed_at is not None:
         validation.aware_time(observed_at, "observed_at")
     if expected_version is not None:
         # any integer: one the entity never had is simply a conflict
         validation.count(expected_version, "expected_version", minimum=-validation.MAX_INT)
-    return Event(entity_id, name, payload, source, observed_at, expected_version, data)
+    if data is None:  # nothing to copy: a backend's looks carry no data in most events
+        return event
+    return Event(entity_id, name, payload, source, observed_at, expected_version, check_data(data))
 
 
 def check_data(data: object, field: str = "data") -> dict[str, Any]:
