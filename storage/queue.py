@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 
 from storage import claims
 from storage.database import redact_text
-from storage.hotsql import LOCK_IN_ORDER, read_columns
+from storage.hotsql import LOCK_IN_ORDER
 from storage.records import Claim, EntityRow, RefreshMark, ScheduledCommandRow
 from storage.store import UnitOfWork
 from storage.tables import entity_table
@@ -194,7 +194,7 @@ def due_deadlines(
         )
         params += [*looked_at, out(look_by or now)]
     sql = (
-        f"SELECT {read_columns(uow.connection.dialect.name)} FROM entity WHERE deadline_at <= {ph} "
+        f"{hot.select_entities}deadline_at <= {ph} "
         f"AND terminal = {ph}{waiting} ORDER BY deadline_at LIMIT {ph}"
     )
     if uow.locks_rows:
