@@ -247,10 +247,7 @@ class Engine(EngineReads):
         def write() -> tuple[StagedBatch, tuple[Outcome, ...]]:
             with self.store.transaction() as uow:
                 batch = self.stage(uow, uow.lock_entities(ids))
-                outcomes = tuple(
-                    batch.add_checked(e, c) if c is not None else Outcome(e, error=refused[i])
-                    for i, (e, c) in enumerate(zip(events, checked, strict=True))
-                )
+                outcomes = batch.add_all(events, checked, refused)
                 batch.flush()
             return batch, outcomes
 

@@ -7,7 +7,7 @@ it is merged, so no secret reaches the head row.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,12 +24,14 @@ from storage import (
     VersionConflict,
 )
 from storage.records import RefreshMark
+from storage.write_stream import WriteStream
 
 if TYPE_CHECKING:
     from fsm.engine import Engine
     from fsm.lifecycle import Lifecycle
 
 _MAX_TEXT = validation.MAX_TEXT
+_STREAM_PART = 100  # events decided before their writes go out, where writes stream
 _SOURCES: set[str] = set()  # sources seen valid: a handful of names, checked once each
 
 
@@ -145,6 +147,8 @@ class StagedBatch:
         self.heads: dict[str, Head] = {}
         self.transitions: list[TransitionRow] = []
         self.used: set[Lifecycle] = set()
+        self._streamed: set[str] = set()  # heads already sent by `add_all`'s stream
+        self._streamed_transitions = 0
 
     def head(self, entity_id: str) -> Head | None:
         head = self.heads.get(entity_id)
@@ -189,6 +193,54 @@ class StagedBatch:
             cascade.after_transition(self, head, transition, depth)
         return Outcome(event, head.state, head.version, transition)
 
+    def add_all(
+        self,
+        events: Sequence[Event],
+        checked: Sequence[Event | None],
+        refused: Mapping[int, InvalidInput],
+    ) -> tuple[Outcome, ...]:
+        """Stage `events` in order (`checked[i]` is None where `refused[i]` says why).
+
+        Where rows are locked (PostgreSQL) a batch of several parts streams: each part's
+        transitions, and the heads no later event of the batch touches, go to the server while
+        the next part is decided (storage.write_stream). Not if a row has a parent: a child
+        that finishes may move its parent's head later in the batch (fsm.cascade)."""
+        if (
+            len(events) <= _STREAM_PART
+            or not self.uow.locks_rows
+            or any(r.parent_id is not None for r in self.rows.values())
+        ):
+            return tuple(
+                self.add_checked(e, c) if c is not None else Outcome(e, error=refused[i])
+                for i, (e, c) in enumerate(zip(events, checked, strict=True))
+            )
+        last = {c.entity_id: i for i, c in enumerate(checked) if c is not None}
+        outcomes: list[Outcome] = []
+        final: list[Head] = []  # heads whose last event of the batch is staged
+        with self.uow.stream() as stream:
+            for i, (e, c) in enumerate(zip(events, checked, strict=True)):
+                if c is None:
+                    outcomes.append(Outcome(e, error=refused[i]))
+                else:
+                    outcomes.append(self.add_checked(e, c))
+                    head = self.heads.get(c.entity_id) if last[c.entity_id] == i else None
+                    if head is not None:
+                        final.append(head)
+                if (i + 1) % _STREAM_PART == 0:
+                    self._send(stream, final)
+                    final = []
+            self._send(stream, final)
+        return tuple(outcomes)
+
+    def _send(self, stream: WriteStream, heads: Sequence[Head]) -> None:
+        now = self.now
+        stream.send(
+            [h.update(now) for h in heads if h.version != h.row.version],
+            self.transitions[self._streamed_transitions :],
+        )
+        self._streamed.update(h.row.id for h in heads)
+        self._streamed_transitions = len(self.transitions)
+
     def merge_data(self, entity_id: str, data: Mapping[str, Any]) -> bool:
         """Record data with no event (e.g. a tunnel was closed); True if anything changed."""
         head = self.head(entity_id)
@@ -204,8 +256,14 @@ class StagedBatch:
         a changed head with a refresh mark records it in the same write. Returns the ids whose
         marks were written that way (the caller records the others)."""
         heads = self.heads.values()
-        changed = [h.update(self.now) for h in heads if h.version != h.row.version]
+        streamed = self._streamed
+        changed = [
+            h.update(self.now)
+            for h in heads
+            if h.version != h.row.version and h.row.id not in streamed
+        ]
         self.used = {self.engine.lifecycles[h.row.lifecycle] for h in heads if h.seq != h.row.seq}
         self.engine._store_definitions(self.uow, self.used, self.now)
-        self.uow.write(changed, self.transitions, marks)
+        sent = self._streamed_transitions
+        self.uow.write(changed, self.transitions[sent:] if sent else self.transitions, marks)
         return {u.id for u in changed if u.id in marks} if marks else set()

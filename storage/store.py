@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, func, inspect, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from storage import inserts
 from storage.database import (
@@ -37,6 +37,7 @@ from storage.records import EntityRow, EntityUpdate, RefreshMark, StateCount, Tr
 from storage.sqlite_write import write_transaction
 from storage.tables import definition_table, entity_table, transition_table
 from storage.wal_space import WalSpace, disk_full
+from storage.write_stream import WriteStream, driver_error
 
 _LOCK_CHUNK = 500
 
@@ -76,18 +77,18 @@ class UnitOfWork:
                 cursor.executemany(sql, params, **({"returning": True} if returning else {}))
             else:
                 cursor.execute(sql, params)
-        except Exception as exc:
-            dialect = self._conn.dialect
-            base = dialect.loaded_dbapi.Error
-            if not isinstance(exc, base):
-                raise
-            lost = dialect.is_disconnect(exc, self._conn.connection.dbapi_connection, cursor)
-            if lost:
-                self._conn.invalidate(exc)
-            raise DBAPIError.instance(
-                sql, params, exc, base, connection_invalidated=lost, dialect=dialect
-            ) from exc
+        except self._conn.dialect.loaded_dbapi.Error as exc:
+            raise driver_error(self._conn, exc, sql, params, cursor) from exc
         return cursor
+
+    @contextmanager
+    def stream(self) -> Iterator[WriteStream]:
+        """Writes sent part by part while the caller decides the rest (`storage.write_stream`),
+        each update's expected version checked on leaving, as `write` checks it."""
+        stream = WriteStream(self._conn, self._hot)
+        with stream.pipelined():
+            yield stream
+        stream.check_matched(self._raise_conflict)
 
     @property
     def connection(self) -> Connection:
