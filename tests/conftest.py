@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -109,6 +110,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 _SHARED_CLUSTER = ("cluster", "slurm_ssh")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's, which turns the marks into the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep a module's tests on one xdist worker (their module fixtures are costly) and every
     test of the shared Slurm cluster on the same one, so no two of them reconfigure it at once."""
@@ -116,3 +118,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.path.stem
         group = "slurm-cluster" if any(k in module for k in _SHARED_CLUSTER) else module
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's, on the controller
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """Refuse to run when xdist's loadgroup did not take (it suffixes each node id with its
+    group): the shared Slurm cluster's tests would silently run on two workers at once."""
+    if node.config.getoption("dist") == "loadgroup" and not all("@" in i for i in ids):
+        pytest.exit(
+            "pytest-xdist's --dist loadgroup does not group tests with this pytest "
+            f"({pytest.__version__}, see pytest-xdist#1386): install from constraints.txt",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
