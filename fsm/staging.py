@@ -7,13 +7,15 @@ it is merged, so no secret reaches the head row.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fsm import cascade, validation
 from fsm.errors import FsmError, InvalidInput
 from fsm.events import Event, GuardsHeld, Outcome
+from fsm.part_stream import STREAM_PART, PartSender
 from fsm.redaction import policy
 from storage import (
     EntityNotFound,
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
     from fsm.lifecycle import Lifecycle
 
 _MAX_TEXT = validation.MAX_TEXT
-_STREAM_PART = 100  # events decided before their writes go out, where writes stream
 _SOURCES: set[str] = set()  # sources seen valid: a handful of names, checked once each
 
 
@@ -147,7 +148,8 @@ class StagedBatch:
         self.heads: dict[str, Head] = {}
         self.transitions: list[TransitionRow] = []
         self.used: set[Lifecycle] = set()
-        self._streamed: set[str] = set()  # heads already sent by `add_all`'s stream
+        self._streamed: set[str] = set()  # heads already sent by `streaming`
+        self._streamed_marked: set[str] = set()  # of those, the ones sent with their mark
         self._streamed_transitions = 0
 
     def head(self, entity_id: str) -> Head | None:
@@ -199,46 +201,58 @@ class StagedBatch:
         checked: Sequence[Event | None],
         refused: Mapping[int, InvalidInput],
     ) -> tuple[Outcome, ...]:
-        """Stage `events` in order (`checked[i]` is None where `refused[i]` says why).
-
-        Where rows are locked (PostgreSQL) a batch of several parts streams: each part's
-        transitions, and the heads no later event of the batch touches, go to the server while
-        the next part is decided (storage.write_stream). Not if a row has a parent: a child
-        that finishes may move its parent's head later in the batch (fsm.cascade)."""
-        if (
-            len(events) <= _STREAM_PART
-            or not self.uow.locks_rows
-            or any(r.parent_id is not None for r in self.rows.values())
-        ):
-            return tuple(
-                self.add_checked(e, c) if c is not None else Outcome(e, error=refused[i])
-                for i, (e, c) in enumerate(zip(events, checked, strict=True))
-            )
-        last = {c.entity_id: i for i, c in enumerate(checked) if c is not None}
-        outcomes: list[Outcome] = []
-        final: list[Head] = []  # heads whose last event of the batch is staged
-        with self.uow.stream() as stream:
+        """Stage `events` in order (`checked[i]` is None where `refused[i]` says why), each
+        part's writes streamed where the store streams (`streaming`)."""
+        with self.streaming(len(events)) as sender:
+            if sender is None:
+                return tuple(
+                    self.add_checked(e, c) if c is not None else Outcome(e, error=refused[i])
+                    for i, (e, c) in enumerate(zip(events, checked, strict=True))
+                )
+            last = {c.entity_id: i for i, c in enumerate(checked) if c is not None}
+            outcomes: list[Outcome] = []
             for i, (e, c) in enumerate(zip(events, checked, strict=True)):
                 if c is None:
                     outcomes.append(Outcome(e, error=refused[i]))
+                    sender.step(None)
                 else:
                     outcomes.append(self.add_checked(e, c))
-                    head = self.heads.get(c.entity_id) if last[c.entity_id] == i else None
-                    if head is not None:
-                        final.append(head)
-                if (i + 1) % _STREAM_PART == 0:
-                    self._send(stream, final)
-                    final = []
-            self._send(stream, final)
-        return tuple(outcomes)
+                    sender.step(c.entity_id if last[c.entity_id] == i else None)
+            return tuple(outcomes)
 
-    def _send(self, stream: WriteStream, heads: Sequence[Head]) -> None:
+    @contextmanager
+    def streaming(
+        self, steps: int, marks: Mapping[str, RefreshMark] | None = None, part: int = STREAM_PART
+    ) -> Iterator[PartSender | None]:
+        """A sender for `steps` steps of staging (None: write everything at `flush`).
+
+        Where rows are locked (PostgreSQL) and there are more steps than one part, each part's
+        transitions, and the heads its steps finished (`PartSender.step`), go to the server
+        while the next part is decided (storage.write_stream); a finished head's refresh mark in
+        `marks` goes with it. Not if a row has a parent: a child that finishes may move its
+        parent's head after the parent's own last step (fsm.cascade)."""
+        if (
+            steps <= part
+            or not self.uow.locks_rows
+            or any(r.parent_id is not None for r in self.rows.values())
+        ):
+            yield None
+            return
+        with self.uow.stream() as stream:
+            sender = PartSender(self, stream, marks if marks is not None else {}, part)
+            yield sender
+            sender.send()
+
+    def send_final(
+        self, stream: WriteStream, heads: Sequence[Head], marks: Mapping[str, RefreshMark]
+    ) -> None:
+        """Send the changed ones of `heads` (nothing later changes them) and the transitions
+        staged since the last send; `flush` writes neither again."""
         now = self.now
-        stream.send(
-            [h.update(now) for h in heads if h.version != h.row.version],
-            self.transitions[self._streamed_transitions :],
-        )
+        changed = [h.update(now) for h in heads if h.version != h.row.version]
+        stream.send(changed, self.transitions[self._streamed_transitions :], marks)
         self._streamed.update(h.row.id for h in heads)
+        self._streamed_marked.update(u.id for u in changed if u.id in marks)
         self._streamed_transitions = len(self.transitions)
 
     def merge_data(self, entity_id: str, data: Mapping[str, Any]) -> bool:
@@ -266,4 +280,6 @@ class StagedBatch:
         self.engine._store_definitions(self.uow, self.used, self.now)
         sent = self._streamed_transitions
         self.uow.write(changed, self.transitions[sent:] if sent else self.transitions, marks)
-        return {u.id for u in changed if u.id in marks} if marks else set()
+        return (
+            ({u.id for u in changed if u.id in marks} | self._streamed_marked) if marks else set()
+        )

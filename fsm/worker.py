@@ -40,6 +40,11 @@ from fsm.worker_sizing import BatchSizer
 from storage import EntityRow, queue, releases
 from storage.records import RefreshMark
 
+#: heads decided before their writes go out on PostgreSQL: a claim is 100 or more, whose
+#: first part (decided while the server waits) should be a small share (claims of 100: 25 and
+#: 12 measured alike, 0.71..0.74 of the psycopg refresh floor, against 0.67 without a stream)
+REFRESH_PART = 25
+
 __all__ = [
     "AlreadyDone",
     "BackendLike",
@@ -148,10 +153,13 @@ class Worker(CommandMixin, DeadlineMixin, ReleaseMixin):
             ours = queue.reread_claims(uow, self.id, claims)
             stats.leases_lost = len(claims) - len(ours)
             batch = engine.stage(uow, ours)
-            marks = {
-                i: self._record(batch, row, observations[i], started, now, stats)
-                for i, row in ours.items()
-            }
+            marks: dict[str, RefreshMark] = {}
+            # on PostgreSQL each part's heads go out while the next part is decided
+            with batch.streaming(len(ours), marks, REFRESH_PART) as sender:
+                for i, row in ours.items():
+                    marks[i] = self._record(batch, row, observations[i], started, now, stats)
+                    if sender is not None:
+                        sender.step(i)
             written = batch.flush(marks)  # a changed head records its mark in the same write
             self._request_releases(uow, batch.transitions, now)
             queue.finish_refresh(uow, self.id, [m for i, m in marks.items() if i not in written])

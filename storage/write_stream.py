@@ -11,7 +11,7 @@ stream closes; nothing is committed until the transaction that holds the stream 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,7 +20,7 @@ from sqlalchemy.engine.interfaces import DBAPIModule
 from sqlalchemy.exc import DBAPIError
 
 from storage.hotsql import HotSql
-from storage.records import EntityUpdate, TransitionRow
+from storage.records import EntityUpdate, RefreshMark, TransitionRow
 
 
 def driver_error(
@@ -46,10 +46,16 @@ class WriteStream:
         self._driver: Any = conn.connection.driver_connection
         self.sent_updates: list[tuple[Any, Sequence[EntityUpdate]]] = []  # (cursor, group)
 
-    def send(self, updates: Sequence[EntityUpdate], transitions: Sequence[TransitionRow]) -> None:
-        """Send these heads (final: nothing later in the batch changes them) and transitions."""
+    def send(
+        self,
+        updates: Sequence[EntityUpdate],
+        transitions: Sequence[TransitionRow],
+        marks: Mapping[str, RefreshMark] | None = None,
+    ) -> None:
+        """Send these heads (final: nothing later in the batch changes them), each with its
+        refresh mark in `marks` if it has one (as `UnitOfWork.write`), and these transitions."""
         hot = self._hot
-        for sql, group, params in hot.update_groups(updates, hot.codec.time_out, {}):
+        for sql, group, params in hot.update_groups(updates, hot.codec.time_out, marks or {}):
             self.sent_updates.append((self._run(sql, params), group))
         if transitions:
             self._run(hot.insert_transition, [hot.transition_params(t) for t in transitions])

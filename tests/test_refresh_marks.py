@@ -2,7 +2,8 @@
 
 The worker records the end of a look (next refresh time, failures in a row, last success, the
 lease dropped) in the head's own UPDATE when the look changed the head, and in the bookkeeping
-UPDATE otherwise. Both routes must leave exactly what the look decided.
+UPDATE otherwise. Both routes must leave exactly what the look decided, and on PostgreSQL
+whether the batch's head writes went out part by part while it was decided or at its end.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from backends.sim import SimBackend, populate
 from fsm import Engine, ManualClock
 from fsm.observation import FailureKind, Observation
-from fsm.worker import Worker, WorkerSettings
+from fsm.worker import REFRESH_PART, Worker, WorkerSettings
 from storage import EntityRow
 from storage.records import RefreshMark
 
@@ -63,8 +64,8 @@ def test_a_refresh_leaves_what_the_look_decided_on_either_route(
 
     @settings(max_examples=25, deadline=None)
     @given(
-        st.integers(1, 12),
-        st.sets(st.integers(0, 11)),
+        st.integers(1, 12) | st.integers(REFRESH_PART + 1, 50),  # PostgreSQL: one part, several
+        st.sets(st.integers(0, 49)),
         st.floats(0.1, 30.0),
     )
     def one_batch(services: int, failing: set[int], wait: float) -> None:

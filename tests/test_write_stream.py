@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fsm import Engine, Event, ManualClock, NewEntity
-from fsm.staging import _STREAM_PART
+from fsm.part_stream import STREAM_PART as _STREAM_PART
 from storage import (
     DatabaseUnavailable,
     EntityUpdate,
