@@ -16,6 +16,7 @@ from storage.store import UnitOfWork
 class _MemoryUnitOfWork(UnitOfWork):
     def __init__(self, rows: dict[str, EntityRow]) -> None:  # no connection: nothing to run
         self._rows = rows
+        self._lock_rows = False  # one process, no rows to lock: nothing streams either
 
     def ensure_definition(
         self, name: str, version: str, body: dict[str, Any], now: datetime

@@ -203,12 +203,11 @@ class StagedBatch:
     ) -> tuple[Outcome, ...]:
         """Stage `events` in order (`checked[i]` is None where `refused[i]` says why), each
         part's writes streamed where the store streams (`streaming`)."""
+        if len(events) <= STREAM_PART or not self.uow.locks_rows:  # `fire`: no setup to pay
+            return self._add_each(events, checked, refused)
         with self.streaming(len(events)) as sender:
             if sender is None:
-                return tuple(
-                    self.add_checked(e, c) if c is not None else Outcome(e, error=refused[i])
-                    for i, (e, c) in enumerate(zip(events, checked, strict=True))
-                )
+                return self._add_each(events, checked, refused)
             last = {c.entity_id: i for i, c in enumerate(checked) if c is not None}
             outcomes: list[Outcome] = []
             for i, (e, c) in enumerate(zip(events, checked, strict=True)):
@@ -219,6 +218,17 @@ class StagedBatch:
                     outcomes.append(self.add_checked(e, c))
                     sender.step(c.entity_id if last[c.entity_id] == i else None)
             return tuple(outcomes)
+
+    def _add_each(
+        self,
+        events: Sequence[Event],
+        checked: Sequence[Event | None],
+        refused: Mapping[int, InvalidInput],
+    ) -> tuple[Outcome, ...]:
+        return tuple(
+            self.add_checked(e, c) if c is not None else Outcome(e, error=refused[i])
+            for i, (e, c) in enumerate(zip(events, checked, strict=True))
+        )
 
     @contextmanager
     def streaming(
