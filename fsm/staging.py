@@ -203,13 +203,14 @@ class StagedBatch:
     ) -> tuple[Outcome, ...]:
         """Stage `events` in order (`checked[i]` is None where `refused[i]` says why), each
         part's writes streamed where the store streams (`streaming`)."""
-        if len(events) <= STREAM_PART or not self.uow.locks_rows:  # `fire`: no setup to pay
-            return self._add_each(events, checked, refused)
-        with self.streaming(len(events)) as sender:
-            if sender is None:
-                return self._add_each(events, checked, refused)
-            last = {c.entity_id: i for i, c in enumerate(checked) if c is not None}
-            outcomes: list[Outcome] = []
+        if not self._streams(len(events), STREAM_PART):  # `fire`: no stream to set up
+            return tuple(
+                self.add_checked(e, c) if c is not None else Outcome(e, error=refused[i])
+                for i, (e, c) in enumerate(zip(events, checked, strict=True))
+            )
+        last = {c.entity_id: i for i, c in enumerate(checked) if c is not None}
+        outcomes: list[Outcome] = []
+        with self._parts({}, STREAM_PART) as sender:
             for i, (e, c) in enumerate(zip(events, checked, strict=True)):
                 if c is None:
                     outcomes.append(Outcome(e, error=refused[i]))
@@ -217,18 +218,7 @@ class StagedBatch:
                 else:
                     outcomes.append(self.add_checked(e, c))
                     sender.step(c.entity_id if last[c.entity_id] == i else None)
-            return tuple(outcomes)
-
-    def _add_each(
-        self,
-        events: Sequence[Event],
-        checked: Sequence[Event | None],
-        refused: Mapping[int, InvalidInput],
-    ) -> tuple[Outcome, ...]:
-        return tuple(
-            self.add_checked(e, c) if c is not None else Outcome(e, error=refused[i])
-            for i, (e, c) in enumerate(zip(events, checked, strict=True))
-        )
+        return tuple(outcomes)
 
     @contextmanager
     def streaming(
@@ -239,17 +229,27 @@ class StagedBatch:
         Where rows are locked (PostgreSQL) and there are more steps than one part, each part's
         transitions, and the heads its steps finished (`PartSender.step`), go to the server
         while the next part is decided (storage.write_stream); a finished head's refresh mark in
-        `marks` goes with it. Not if a row has a parent: a child that finishes may move its
-        parent's head after the parent's own last step (fsm.cascade)."""
-        if (
-            steps <= part
-            or not self.uow.locks_rows
-            or any(r.parent_id is not None for r in self.rows.values())
-        ):
+        `marks` goes with it."""
+        if not self._streams(steps, part):
             yield None
             return
+        with self._parts(marks if marks is not None else {}, part) as sender:
+            yield sender
+
+    def _streams(self, steps: int, part: int) -> bool:
+        """Whether `steps` steps stream: more than one part, rows locked, and no row with a
+        parent (a child that finishes may move its parent's head after the parent's own last
+        step, fsm.cascade)."""
+        return (
+            steps > part
+            and self.uow.locks_rows
+            and not any(r.parent_id is not None for r in self.rows.values())
+        )
+
+    @contextmanager
+    def _parts(self, marks: Mapping[str, RefreshMark], part: int) -> Iterator[PartSender]:
         with self.uow.stream() as stream:
-            sender = PartSender(self, stream, marks if marks is not None else {}, part)
+            sender = PartSender(self, stream, marks, part)
             yield sender
             sender.send()
 
